@@ -1,0 +1,129 @@
+# Dashtam — every user-facing command. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DASHTAM := $(BIN)/dashtam
+PYTEST := $(BIN)/python -m pytest
+WORKERS ?= 2
+ENV ?= dev
+CONFIRM ?=
+export DASHTAM_TEST_WORKERS := $(WORKERS)
+
+.PHONY: help setup certs install up down restart logs status clean migrate migration \
+	db-shell redis-cli test-setup test-up test-down test-status test-logs test-db-shell \
+	test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint format \
+	typecheck ci bench
+
+help: ## Show this list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# ---- setup ------------------------------------------------------------------------------------
+install: $(STAMP) ## Install Python dependencies into .venv (uv, pinned by requirements.lock)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+lock: ## Re-resolve requirements.lock from pyproject.toml (uv pip compile)
+	@test -x $(BIN)/uv || $(MAKE) install
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header --quiet -o requirements.lock
+
+setup: install ## Generate env files (fresh secrets, git-ignored) and the dev certificate
+	$(DASHTAM) setup
+
+certs: install ## Generate the self-signed dev certificate if missing
+	$(DASHTAM) certs
+
+# ---- development environment ------------------------------------------------------------------
+up: install ## Start dev (PostgreSQL, Redis, migrations, app, callback, sandbox) and wait until healthy
+	$(DASHTAM) up
+
+down: install ## Stop dev (data is kept)
+	$(DASHTAM) down
+
+restart: down up ## Restart dev
+
+logs: install ## Follow the dev logs (ENV=test for test)
+	$(DASHTAM) logs --env $(ENV)
+
+status: install ## Table of every environment's services: port, running, healthy
+	$(DASHTAM) status
+
+clean: install ## Stop dev and DELETE its data (asks; CONFIRM=1 to skip the question)
+	$(DASHTAM) clean --env dev $(if $(CONFIRM),--yes,)
+
+migrate: install ## Apply migrations to the dev database
+	$(DASHTAM) db migrate
+
+migration: install ## Autogenerate a migration from the models: make migration m="what it does"
+	@test -n "$(m)" || { echo 'usage: make migration m="what it does"'; exit 2; }
+	$(DASHTAM) db revision "$(m)"
+
+db-shell: install ## psql on the dev database (ENV=test for test)
+	$(DASHTAM) db shell --env $(ENV)
+
+redis-cli: install ## redis-cli on the dev Redis index (ENV=test for test)
+	$(DASHTAM) redis-cli --env $(ENV)
+
+# ---- test environment -------------------------------------------------------------------------
+test-setup: install ## Start the test services if needed and rebuild the test database
+	$(DASHTAM) test-prepare
+
+test-up: install ## Start the whole test environment (services, app on 8001, callback on 8183)
+	$(DASHTAM) up --env test
+
+test-down: install ## Stop the test environment
+	$(DASHTAM) down --env test
+
+test-status: status ## Same table as `make status`
+
+test-logs: install ## Follow the test logs
+	$(DASHTAM) logs --env test
+
+test-db-shell: install ## psql on the test database
+	$(DASHTAM) db shell --env test
+
+test-redis-cli: install ## redis-cli on the test Redis index
+	$(DASHTAM) redis-cli --env test
+
+test-unit: test-setup ## Unit tests (no I/O)
+	$(PYTEST) tests/unit
+
+test-integration: test-setup ## Integration tests (real PostgreSQL and Redis)
+	$(PYTEST) -n $(WORKERS) tests/integration
+
+test-api: test-setup ## API tests (the app over HTTP)
+	$(PYTEST) -n $(WORKERS) tests/api
+
+test-e2e: test-setup ## End-to-end tests (real processes, headless browser)
+	$(PYTEST) tests/e2e
+
+test: test-setup ## Rebuild the test database and run the whole suite
+	$(PYTEST) -n $(WORKERS) --dist loadgroup tests
+
+test-clean: install ## Stop the test environment and delete its data
+	$(DASHTAM) clean --env test --yes
+
+# ---- quality ----------------------------------------------------------------------------------
+lint: install ## ruff check and format check
+	$(BIN)/ruff check src tests bench alembic
+	$(BIN)/ruff format --check src tests bench alembic
+
+format: install ## ruff format and fix
+	$(BIN)/ruff format src tests bench alembic
+	$(BIN)/ruff check --fix src tests bench alembic
+
+typecheck: install ## mypy --strict on src/
+	$(BIN)/mypy
+
+ci: lint typecheck test ## What CI runs: lint, type check, the whole suite
+
+bench: test-setup ## Benchmarks (numbers in docs/benchmarks.md)
+	$(BIN)/python -m bench

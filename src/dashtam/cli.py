@@ -1,0 +1,226 @@
+"""The `dashtam` command: the logic behind the Makefile targets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from functools import wraps
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from dashtam.core.config import PROJECT_ROOT
+from dashtam.core.errors import UserError
+from dashtam.devenv.certs import ensure_certificates
+from dashtam.devenv.manager import EnvironmentManager, status_table
+from dashtam.devenv.profiles import DEV, PROFILES, TEST, Profile
+from dashtam.devenv.setup import generate_env_file
+
+app = typer.Typer(
+    help="Dashtam: run and manage the dev and test environments.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=True, highlight=False)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class EnvName(StrEnum):
+    dev = "dev"
+    test = "test"
+
+
+EnvOption = Annotated[EnvName, typer.Option("--env", "-e", help="Which environment.")]
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Print a user mistake as a message with its hint, exit 2; no stack trace."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            console.print(f"[bold red]error:[/] {error.message}")
+            if error.hint:
+                console.print(f"  [yellow]hint:[/] {error.hint}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _profile(env: EnvName) -> Profile:
+    return PROFILES[env.value]
+
+
+@app.command()
+@user_errors
+def setup() -> None:
+    """Generate env/.env.dev and env/.env.test (fresh secrets) and the dev certificate."""
+    for profile in (DEV, TEST):
+        written = generate_env_file(profile)
+        console.print(f"{'wrote' if written else 'kept'} {profile.env_file.relative_to(PROJECT_ROOT)}")
+    settings = DEV.settings()
+    made = ensure_certificates(settings.tls_cert_path, settings.tls_key_path)
+    console.print(f"{'generated' if made else 'kept'} certificate {settings.tls_cert_path}")
+
+
+@app.command()
+@user_errors
+def certs() -> None:
+    """Generate the self-signed dev certificate (SANs localhost, 127.0.0.1) if missing."""
+    generate_env_file(DEV)
+    settings = DEV.settings()
+    made = ensure_certificates(settings.tls_cert_path, settings.tls_key_path)
+    console.print(f"{'generated' if made else 'kept'} {settings.tls_cert_path}")
+
+
+@app.command()
+@user_errors
+def up(
+    env: EnvOption = EnvName.dev,
+    services_only: Annotated[
+        bool, typer.Option("--services-only", help="Only PostgreSQL and Redis.")
+    ] = False,
+) -> None:
+    """Start an environment and return once everything is healthy."""
+    started = time.perf_counter()
+    manager = EnvironmentManager(_profile(env))
+    console.print(f"[bold]Dashtam {env.value}[/] ({manager.mode.value} services)")
+    before = [row[3] for row in manager.status_rows()]
+    manager.up(servers=not services_only)
+    if all(state == "running" for state in before):
+        console.print("Everything was already running; nothing to do.")
+    console.print(status_table())
+    if not services_only:
+        settings = manager.settings
+        console.print(f"API:      {settings.app_base_url}  (docs: {settings.app_base_url}/docs)")
+        console.print(f"Callback: {settings.callback_base_url}")
+    console.print(f"ready in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+@user_errors
+def down(env: EnvOption = EnvName.dev) -> None:
+    """Stop an environment (its data is kept)."""
+    EnvironmentManager(_profile(env)).down()
+    console.print(f"{env.value} stopped")
+
+
+@app.command()
+@user_errors
+def status() -> None:
+    """Show every environment's services, ports and health."""
+    Console(highlight=False).print(status_table())
+
+
+@app.command()
+@user_errors
+def logs(
+    env: EnvOption = EnvName.dev,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f")] = True,
+) -> None:
+    """Show (and follow) the logs of an environment's services."""
+    log_dir = _profile(env).log_dir
+    files = sorted(str(path) for path in log_dir.glob("*.log"))
+    if not files:
+        raise UserError(f"No logs in {log_dir} yet.", hint=f"Start it: `dashtam up -e {env.value}`.")
+    command = ["tail", "-n", "30", *(["-F"] if follow else []), *files]
+    try:
+        subprocess.run(command, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+@user_errors
+def clean(
+    env: EnvOption = EnvName.dev,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Stop an environment and DELETE its data (asks first unless --yes)."""
+    profile = _profile(env)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(
+                f"Refusing to delete {env.value} data without confirmation.",
+                hint="Run `make clean CONFIRM=1` (or `dashtam clean --yes`).",
+            )
+        typer.confirm(f"Delete all {env.value} data in {profile.state_dir}?", abort=True)
+    EnvironmentManager(profile).destroy()
+    console.print(f"{env.value} data deleted")
+
+
+@app.command("test-prepare")
+@user_errors
+def test_prepare() -> None:
+    """Bring the test services up if needed and rebuild the test database from nothing."""
+    started = time.perf_counter()
+    manager = EnvironmentManager(TEST)
+    manager.start_services()
+    console.print(f"  {manager.init_database()}")
+    console.print(f"test environment ready in {time.perf_counter() - started:.2f}s")
+
+
+@db_app.command("migrate")
+@user_errors
+def db_migrate(env: EnvOption = EnvName.dev) -> None:
+    """Apply migrations (dev: upgrade to head; test: rebuild from nothing)."""
+    manager = EnvironmentManager(_profile(env))
+    manager.start_services()
+    console.print(manager.init_database())
+
+
+@db_app.command("revision")
+@user_errors
+def db_revision(message: Annotated[str, typer.Argument(help="What the migration does.")]) -> None:
+    """Autogenerate a migration from the models, against the dev database."""
+    from alembic import command  # noqa: PLC0415 - only this command needs it
+
+    from dashtam.core.migrations import alembic_config  # noqa: PLC0415
+
+    manager = EnvironmentManager(DEV)
+    manager.start_services()
+    console.print(manager.init_database())
+    os.environ["DASHTAM_ENV_FILE"] = str(DEV.env_file)
+    command.revision(alembic_config(), message=message, autogenerate=True)
+
+
+@db_app.command("shell")
+@user_errors
+def db_shell(env: EnvOption = EnvName.dev) -> None:
+    """Open psql on an environment's database."""
+    from dashtam.devenv.binaries import find_postgres  # noqa: PLC0415
+
+    settings = _profile(env).settings()
+    url = settings.database_url
+    psql_env = {**os.environ, "PGPASSWORD": url.password or ""}
+    command = [find_postgres()("psql"), "-h", url.host or "127.0.0.1", "-p", str(url.port)]
+    command += ["-U", url.username or "", "-d", url.database or ""]
+    os.execvpe(command[0], command, psql_env)
+
+
+@app.command("redis-cli")
+@user_errors
+def redis_cli(env: EnvOption = EnvName.dev) -> None:
+    """Open redis-cli on an environment's Redis index."""
+    from dashtam.devenv.binaries import find_redis_server  # noqa: PLC0415
+
+    settings = _profile(env).settings()
+    cli = os.path.join(os.path.dirname(find_redis_server()), "redis-cli")
+    command = [cli, "-h", settings.REDIS_HOST, "-p", str(settings.REDIS_PORT)]
+    command += ["-n", str(settings.redis_db)]
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Configuration, database, Redis, errors, logging and the database initialisers."""

@@ -1,0 +1,203 @@
+"""Settings: process environment > env file > class defaults (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+from typing import Self
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+from dashtam.core.envfile import check_env_file
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+ENV_DIR = PROJECT_ROOT / "env"
+ENV_FILE_VARIABLE = "DASHTAM_ENV_FILE"
+DEFAULT_ENV_FILE = ENV_DIR / ".env.dev"
+CERT_DIR = PROJECT_ROOT / ".state" / "certs"
+
+PLACEHOLDER_MARKERS = ("change_me", "changeme", "placeholder", "replace-me")
+SECRET_FIELDS = (
+    "SECRET_KEY",
+    "JWT_SECRET_KEY",
+    "TOKEN_ENCRYPTION_KEYS",
+    "CALLBACK_SHARED_SECRET",
+)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TESTING = "testing"
+    CI = "ci"
+    PRODUCTION = "production"
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or unusable; the message says which and how to fix it."""
+
+
+def env_file_path() -> Path:
+    """The env file this process reads: `DASHTAM_ENV_FILE`, else the dev one."""
+    return Path(os.environ.get(ENV_FILE_VARIABLE, DEFAULT_ENV_FILE))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=DEFAULT_ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=True,
+    )
+
+    ENVIRONMENT: Environment = Environment.DEVELOPMENT
+    DEBUG: bool = False
+    TESTING: bool = False
+    DISABLE_EXTERNAL_CALLS: bool = False
+    LOG_LEVEL: str = "INFO"
+
+    # Local mode builds the URLs from the parts; a given DATABASE_URL / REDIS_URL wins
+    # (external mode: Dashtam then starts no servers of its own).
+    DATABASE_URL: str = ""
+    POSTGRES_HOST: str = "127.0.0.1"
+    POSTGRES_PORT: int = 5432
+    POSTGRES_DB: str = "dashtam"
+    POSTGRES_USER: str = "dashtam_user"
+    POSTGRES_PASSWORD: str = ""
+    # The superuser of the cluster local mode starts; the app never uses it.
+    POSTGRES_ADMIN_PASSWORD: str = ""
+    DB_ECHO: bool = False
+    DB_POOL_SIZE: int = 10
+    REDIS_URL: str = ""
+    REDIS_HOST: str = "127.0.0.1"
+    REDIS_PORT: int = 6379
+    REDIS_DB: int = 0
+    REDIS_KEY_PREFIX: str = "dashtam:"
+
+    SECRET_KEY: str = ""
+    JWT_SECRET_KEY: str = ""
+    JWT_ALGORITHM: str = "HS256"
+    ACCESS_TOKEN_TTL_SECONDS: int = 15 * 60
+    REFRESH_TOKEN_TTL_SECONDS: int = 30 * 24 * 3600
+    PASSWORD_HASH_TIME_COST: int = 3
+    PASSWORD_HASH_MEMORY_KIB: int = 64 * 1024
+    PASSWORD_HASH_PARALLELISM: int = 4
+    REQUIRE_EMAIL_VERIFICATION: bool = False
+    RATE_LIMITS_ENABLED: bool = True
+    LOGIN_LOCKOUT_THRESHOLD: int = 10
+    LOGIN_LOCKOUT_SECONDS: int = 15 * 60
+    SMTP_HOST: str = ""
+    SMTP_PORT: int = 587
+    SMTP_USERNAME: str = ""
+    SMTP_PASSWORD: str = ""
+    SMTP_FROM: str = "dashtam@localhost"
+
+    # "<key id>:<base64 32-byte key>" pairs, comma separated; the first encrypts.
+    TOKEN_ENCRYPTION_KEYS: str = ""
+    CALLBACK_SHARED_SECRET: str = ""
+
+    APP_HOST: str = "127.0.0.1"
+    APP_PORT: int = 8000
+    APP_TLS: bool = True
+    CALLBACK_PORT: int = 8182
+    CALLBACK_TLS: bool = True
+    SANDBOX_PORT: int = 8282
+    TLS_CERT_FILE: str = ""
+    TLS_KEY_FILE: str = ""
+    STATE_DIR: str = ""
+
+    SCHWAB_CLIENT_ID: str = ""
+    SCHWAB_CLIENT_SECRET: str = ""
+    SCHWAB_REDIRECT_URI: str = "https://127.0.0.1:8182/callback"
+    SCHWAB_API_BASE_URL: str = "https://api.schwabapi.com"
+
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets_outside_development(self) -> Self:
+        if self.ENVIRONMENT is not Environment.PRODUCTION:
+            return self
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            if not value or any(marker in value.lower() for marker in PLACEHOLDER_MARKERS):
+                raise ConfigurationError(
+                    f"{name} is missing or a placeholder; production needs a real secret. "
+                    f"Set {name} in the environment (generate one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+                )
+        return self
+
+    @cached_property
+    def database_url(self) -> URL:
+        if self.DATABASE_URL:
+            return make_url(self.DATABASE_URL)
+        return URL.create(
+            "postgresql+asyncpg",
+            username=self.POSTGRES_USER,
+            password=self.POSTGRES_PASSWORD or None,
+            host=self.POSTGRES_HOST,
+            port=self.POSTGRES_PORT,
+            database=self.POSTGRES_DB,
+        )
+
+    @property
+    def redis_url(self) -> str:
+        return self.REDIS_URL or f"redis://{self.REDIS_HOST}:{self.REDIS_PORT}/{self.REDIS_DB}"
+
+    @property
+    def redis_db(self) -> int:
+        """The index the Redis URL selects (`/N` path, default 0)."""
+        path = urlsplit(self.redis_url).path.strip("/")
+        return int(path) if path.isdigit() else 0
+
+    @property
+    def database_name(self) -> str:
+        return self.database_url.database or ""
+
+    @property
+    def app_base_url(self) -> str:
+        scheme = "https" if self.APP_TLS else "http"
+        return f"{scheme}://{self.APP_HOST}:{self.APP_PORT}"
+
+    @property
+    def callback_base_url(self) -> str:
+        scheme = "https" if self.CALLBACK_TLS else "http"
+        return f"{scheme}://127.0.0.1:{self.CALLBACK_PORT}"
+
+    @property
+    def sandbox_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.SANDBOX_PORT}"
+
+    @property
+    def tls_cert_path(self) -> Path:
+        return Path(self.TLS_CERT_FILE) if self.TLS_CERT_FILE else CERT_DIR / "dev-cert.pem"
+
+    @property
+    def tls_key_path(self) -> Path:
+        return Path(self.TLS_KEY_FILE) if self.TLS_KEY_FILE else CERT_DIR / "dev-key.pem"
+
+    @property
+    def uses_sandbox(self) -> bool:
+        """Schwab itself only when its credentials are set and we are not testing."""
+        return self.TESTING or not (self.SCHWAB_CLIENT_ID and self.SCHWAB_CLIENT_SECRET)
+
+    @property
+    def state_dir(self) -> Path:
+        if self.STATE_DIR:
+            return Path(self.STATE_DIR)
+        name = "test" if self.ENVIRONMENT in (Environment.TESTING, Environment.CI) else "dev"
+        return PROJECT_ROOT / ".state" / name
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Build settings from the given env file (default: `env_file_path()`).
+
+    The file is checked first so a malformed line is reported by number instead
+    of being silently skipped.
+    """
+    path = env_file or env_file_path()
+    check_env_file(path)
+    return Settings(_env_file=path)  # type: ignore[call-arg]

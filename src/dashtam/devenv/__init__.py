@@ -1,0 +1,1 @@
+"""The development environment manager: services, profiles, health, state folder."""

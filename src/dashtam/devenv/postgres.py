@@ -1,0 +1,192 @@
+"""A PostgreSQL cluster per environment: init, start, bootstrap the role and database, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import asyncpg
+
+from dashtam.core.config import Settings
+from dashtam.core.errors import UserError
+from dashtam.devenv.binaries import PostgresBinaries, find_postgres
+from dashtam.devenv.processes import ManagedProcess, require_free_port, wait_until
+from dashtam.devenv.profiles import Profile
+
+ADMIN_ROLE = "postgres"
+# Durability off for the throwaway test cluster: its data lives on tmpfs anyway.
+EPHEMERAL_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+HBA = """# Written by Dashtam: password (SCRAM) logins over loopback only.
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
+
+
+def _server_user() -> str | None:
+    """PostgreSQL refuses to run as root: use the `postgres` account, else `nobody`."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise UserError(
+        "Running as root and no unprivileged `postgres` or `nobody` account exists.",
+        hint="Create one (`useradd --system postgres`) or run as a normal user.",
+    )
+
+
+def _chown(path: Path, user: str | None) -> None:
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+class PostgresService:
+    def __init__(self, profile: Profile, settings: Settings) -> None:
+        self.profile = profile
+        self.settings = settings
+        self.port = settings.POSTGRES_PORT
+        self.pgdata = profile.data_dir / "postgres"
+        self.process = ManagedProcess(
+            name="postgres",
+            pid_file=profile.run_dir / "postgres.pid",
+            log_file=profile.log_dir / "postgres.log",
+        )
+
+    def is_running(self) -> bool:
+        return self.process.running_pid() is not None
+
+    def is_ready(self, binaries: PostgresBinaries | None = None) -> bool:
+        tool = (binaries or find_postgres())("pg_isready")
+        result = subprocess.run(
+            [tool, "-q", "-h", "127.0.0.1", "-p", str(self.port), "-t", "1"], check=False
+        )
+        return result.returncode == 0
+
+    def start(self, timeout: float = 30.0) -> bool:
+        """Start if not running; True when this call started it."""
+        if self.is_running():
+            return False
+        binaries = find_postgres()
+        require_free_port(self.port, "POSTGRES_PORT", self.profile.env_file)
+        user = _server_user()
+        if not (self.pgdata / "PG_VERSION").is_file():
+            self._initdb(binaries, user)
+        command = [
+            binaries("postgres"),
+            "-D",
+            str(self.pgdata),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+        ]
+        if self.profile.ephemeral:
+            for setting in EPHEMERAL_SETTINGS:
+                command += ["-c", setting]
+        self.process.start(command, user=user, cwd=Path("/"))
+        wait_until(
+            lambda: self.is_ready(binaries),
+            timeout=timeout,
+            what=f"PostgreSQL on port {self.port}",
+            process=self.process,
+        )
+        asyncio.run(self.bootstrap())
+        return True
+
+    def _initdb(self, binaries: PostgresBinaries, user: str | None) -> None:
+        if not self.settings.POSTGRES_ADMIN_PASSWORD:
+            raise UserError(
+                f"POSTGRES_ADMIN_PASSWORD is not set in {self.profile.env_file}.",
+                hint="Run `make setup` to generate the env files.",
+            )
+        if self.pgdata.exists():
+            shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted init
+        self.pgdata.mkdir(parents=True, mode=0o700)
+        _chown(self.pgdata, user)
+        _chown(self.pgdata.parent, user)
+        with tempfile.NamedTemporaryFile("w", dir=self.pgdata.parent, delete=False) as pwfile:
+            pwfile.write(self.settings.POSTGRES_ADMIN_PASSWORD)
+        pwpath = Path(pwfile.name)
+        _chown(pwpath, user)
+        try:
+            result = subprocess.run(
+                [
+                    binaries("initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    ADMIN_ROLE,
+                    "--pwfile",
+                    str(pwpath),
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-instructions",
+                    *(["--no-sync"] if self.profile.ephemeral else []),
+                ],
+                capture_output=True,
+                text=True,
+                user=user,
+                cwd="/",
+                check=False,
+            )
+        finally:
+            pwpath.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise UserError(f"initdb failed for {self.pgdata}:\n{result.stderr.strip()}")
+        (self.pgdata / "pg_hba.conf").write_text(HBA)
+
+    async def bootstrap(self) -> None:
+        """Create (or re-password) the environment's role and database; idempotent."""
+        settings = self.settings
+        role, database = settings.POSTGRES_USER, settings.POSTGRES_DB
+        connection = await asyncpg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=ADMIN_ROLE,
+            password=settings.POSTGRES_ADMIN_PASSWORD,
+            database="postgres",
+        )
+        try:
+            exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            verb = "ALTER" if exists else "CREATE"
+            # The test role creates per-worker databases cloned from the migrated template.
+            createdb = "CREATEDB" if self.profile.ephemeral else "NOCREATEDB"
+            password = settings.POSTGRES_PASSWORD.replace("'", "''")
+            await connection.execute(
+                f"{verb} ROLE {_ident(role)} LOGIN {createdb} PASSWORD '{password}'"
+            )
+            if not await connection.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", database
+            ):
+                await connection.execute(
+                    f"CREATE DATABASE {_ident(database)} OWNER {_ident(role)}"
+                )
+            await connection.execute(f"REVOKE CONNECT ON DATABASE {_ident(database)} FROM PUBLIC")
+        finally:
+            await connection.close()
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=15)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+
+
+def _ident(name: str) -> str:
+    """Quote an identifier from settings (names are ours, but quote them anyway)."""
+    return '"' + name.replace('"', '""') + '"'

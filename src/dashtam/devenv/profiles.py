@@ -1,0 +1,69 @@
+"""The two environments the project runs: where their files live and how they differ."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from dashtam.core.config import ENV_DIR, PROJECT_ROOT, Settings, load_settings
+
+
+class ServiceMode(StrEnum):
+    LOCAL = "local"
+    DOCKER = "docker"
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str  # "dev" or "test"
+    ephemeral: bool  # test: data on tmpfs, durability off, may be dropped
+
+    @property
+    def env_file(self) -> Path:
+        return ENV_DIR / f".env.{self.name}"
+
+    @property
+    def example_file(self) -> Path:
+        source = "ci" if self.name == "test" and os.environ.get("CI") == "true" else self.name
+        return ENV_DIR / f".env.{source}.example"
+
+    @property
+    def state_dir(self) -> Path:
+        return PROJECT_ROOT / ".state" / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        """Database files: tmpfs for test (when the machine has /dev/shm), else the state dir."""
+        if self.ephemeral and Path("/dev/shm").is_dir():  # noqa: S108 - tmpfs by design
+            tag = hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:10]
+            return Path("/dev/shm") / f"dashtam-{tag}-{self.name}"  # noqa: S108
+        return self.state_dir / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    def settings(self) -> Settings:
+        return load_settings(self.env_file)
+
+    def service_mode(self) -> ServiceMode:
+        """`DASHTAM_SERVICES` decides; a DATABASE_URL/REDIS_URL in the environment means external."""
+        chosen = os.environ.get("DASHTAM_SERVICES")
+        if chosen:
+            return ServiceMode(chosen)
+        if os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL"):
+            return ServiceMode.EXTERNAL
+        return ServiceMode.LOCAL
+
+
+DEV = Profile("dev", ephemeral=False)
+TEST = Profile("test", ephemeral=True)
+PROFILES = {"dev": DEV, "test": TEST}

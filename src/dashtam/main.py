@@ -1,0 +1,78 @@
+"""The FastAPI application factory: `uvicorn dashtam.main:create_app --factory`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from dashtam import __version__
+from dashtam.core.config import Settings, load_settings
+from dashtam.core.database import create_engine, create_session_factory
+from dashtam.core.errors import install_error_handlers
+from dashtam.core.logging import configure_logging
+from dashtam.core.middleware import RequestIdMiddleware
+from dashtam.core.redis import RedisKeys, create_redis
+from dashtam.health.router import router as health_router
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class AppResources:
+    """What the app talks to; made by the lifespan, or handed in (tests) and then not closed."""
+
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: Redis
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AppResources:
+        engine = create_engine(settings)
+        return cls(engine, create_session_factory(engine), create_redis(settings))
+
+    def attach(self, app: FastAPI) -> None:
+        app.state.engine = self.engine
+        app.state.session_factory = self.session_factory
+        app.state.redis = self.redis
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def create_app(settings: Settings | None = None, resources: AppResources | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.LOG_LEVEL)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if resources is not None:
+            yield
+            return
+        owned = AppResources.from_settings(settings)
+        owned.attach(app)
+        try:
+            yield
+        finally:
+            await owned.close()
+
+    app = FastAPI(
+        title="Dashtam",
+        version=__version__,
+        description="Self-hosted, secure financial data aggregation API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if resources is not None:
+        resources.attach(app)
+    app.state.redis_keys = RedisKeys(settings.REDIS_KEY_PREFIX)
+    install_error_handlers(app)
+
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health_router)
+    return app
