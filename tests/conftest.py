@@ -22,11 +22,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-
-from dashtam.core.config import ENV_FILE_VARIABLE
-from dashtam.core.init_test_db import check_settings_are_for_testing
-from dashtam.core.redis import RedisKeys
-from dashtam.main import AppResources, create_app
 from tests.support.databases import (
     create_worker_database,
     drop_leftovers,
@@ -34,6 +29,11 @@ from tests.support.databases import (
     worker_database_name,
 )
 from tests.test_config import TEST_ENV_FILE, TestSettings
+
+from dashtam.core.config import ENV_FILE_VARIABLE
+from dashtam.core.init_test_db import check_settings_are_for_testing
+from dashtam.core.redis import RedisKeys
+from dashtam.main import AppResources, create_app
 
 RUN_ID_VARIABLE = "DASHTAM_TEST_RUN_ID"
 _test_counter = itertools.count()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -68,7 +69,9 @@ def setup() -> None:
     """Generate env/.env.dev and env/.env.test (fresh secrets) and the dev certificate."""
     for profile in (DEV, TEST):
         written = generate_env_file(profile)
-        console.print(f"{'wrote' if written else 'kept'} {profile.env_file.relative_to(PROJECT_ROOT)}")
+        console.print(
+            f"{'wrote' if written else 'kept'} {profile.env_file.relative_to(PROJECT_ROOT)}"
+        )
     settings = DEV.settings()
     made = ensure_certificates(settings.tls_cert_path, settings.tls_key_path)
     console.print(f"{'generated' if made else 'kept'} certificate {settings.tls_cert_path}")
@@ -133,12 +136,12 @@ def logs(
     log_dir = _profile(env).log_dir
     files = sorted(str(path) for path in log_dir.glob("*.log"))
     if not files:
-        raise UserError(f"No logs in {log_dir} yet.", hint=f"Start it: `dashtam up -e {env.value}`.")
+        raise UserError(
+            f"No logs in {log_dir} yet.", hint=f"Start it: `dashtam up -e {env.value}`."
+        )
     command = ["tail", "-n", "30", *(["-F"] if follow else []), *files]
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(command, check=False)
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command()
@@ -184,9 +187,9 @@ def db_migrate(env: EnvOption = EnvName.dev) -> None:
 @user_errors
 def db_revision(message: Annotated[str, typer.Argument(help="What the migration does.")]) -> None:
     """Autogenerate a migration from the models, against the dev database."""
-    from alembic import command  # noqa: PLC0415 - only this command needs it
+    from alembic import command
 
-    from dashtam.core.migrations import alembic_config  # noqa: PLC0415
+    from dashtam.core.migrations import alembic_config
 
     manager = EnvironmentManager(DEV)
     manager.start_services()
@@ -199,27 +202,27 @@ def db_revision(message: Annotated[str, typer.Argument(help="What the migration 
 @user_errors
 def db_shell(env: EnvOption = EnvName.dev) -> None:
     """Open psql on an environment's database."""
-    from dashtam.devenv.binaries import find_postgres  # noqa: PLC0415
+    from dashtam.devenv.binaries import find_postgres
 
     settings = _profile(env).settings()
     url = settings.database_url
     psql_env = {**os.environ, "PGPASSWORD": url.password or ""}
     command = [find_postgres()("psql"), "-h", url.host or "127.0.0.1", "-p", str(url.port)]
     command += ["-U", url.username or "", "-d", url.database or ""]
-    os.execvpe(command[0], command, psql_env)
+    os.execvpe(command[0], command, psql_env)  # noqa: S606 - replaces this process with psql
 
 
 @app.command("redis-cli")
 @user_errors
 def redis_cli(env: EnvOption = EnvName.dev) -> None:
     """Open redis-cli on an environment's Redis index."""
-    from dashtam.devenv.binaries import find_redis_server  # noqa: PLC0415
+    from dashtam.devenv.binaries import find_redis_server
 
     settings = _profile(env).settings()
     cli = os.path.join(os.path.dirname(find_redis_server()), "redis-cli")
     command = [cli, "-h", settings.REDIS_HOST, "-p", str(settings.REDIS_PORT)]
     command += ["-n", str(settings.redis_db)]
-    os.execv(command[0], command)
+    os.execv(command[0], command)  # noqa: S606 - replaces this process with redis-cli
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from dashtam import __version__
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.database import create_engine, create_session_factory
-from dashtam.core.errors import install_error_handlers
 from dashtam.core.logging import configure_logging
 from dashtam.core.middleware import RequestIdMiddleware
+from dashtam.core.problems import install_error_handlers
 from dashtam.core.redis import RedisKeys, create_redis
 from dashtam.health.router import router as health_router
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import httpx
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from tests.test_config import TestSettings
 
 from dashtam import __version__
 from dashtam.main import AppResources, create_app
-from tests.test_config import TestSettings
 
 
 async def test_healthy(client: httpx.AsyncClient) -> None:

@@ -6,7 +6,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dashtam.core.migrations import current_revision, head_revision, schema_drift
 
-SEED_TABLES = {"users", "providers", "provider_connections", "provider_tokens", "provider_audit_logs"}
+SEED_TABLES = {
+    "users",
+    "providers",
+    "provider_connections",
+    "provider_tokens",
+    "provider_audit_logs",
+}
 
 
 async def test_database_is_at_head(db_connection: AsyncConnection) -> None:

@@ -24,7 +24,7 @@ from dashtam.core.middleware import REQUEST_ID_HEADER, RequestIdMiddleware
 logger = logging.getLogger(__name__)
 
 INTERNAL_CALLBACK_PATH = "/api/v1/internal/oauth/callback"
-SECRET_HEADER = "X-Dashtam-Callback-Secret"
+SECRET_HEADER = "X-Dashtam-Callback-Secret"  # noqa: S105 - a header name
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} · Dashtam</title>

@@ -6,8 +6,8 @@ import os
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Self
+from urllib.parse import urlsplit
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -115,7 +115,6 @@ class Settings(BaseSettings):
     SCHWAB_REDIRECT_URI: str = "https://127.0.0.1:8182/callback"
     SCHWAB_API_BASE_URL: str = "https://api.schwabapi.com"
 
-
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_outside_development(self) -> Self:
         if self.ENVIRONMENT is not Environment.PRODUCTION:
@@ -200,4 +199,4 @@ def load_settings(env_file: Path | None = None) -> Settings:
     """
     path = env_file or env_file_path()
     check_env_file(path)
-    return Settings(_env_file=path)  # type: ignore[call-arg]
+    return Settings(_env_file=path)

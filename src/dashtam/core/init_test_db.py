@@ -70,9 +70,7 @@ async def init_test_db(settings: Settings) -> list[str]:
         async with engine.connect() as connection:
             await check_connection_is_for_testing(connection, settings)
             logger.info("connection checks passed (database and role)")
-            await connection.execute(
-                text("SELECT set_config('synchronous_commit', 'off', false)")
-            )
+            await connection.execute(text("SELECT set_config('synchronous_commit', 'off', false)"))
             database = settings.database_name.replace('"', '""')
             await connection.execute(
                 text(f'ALTER DATABASE "{database}" SET synchronous_commit = off')

@@ -9,12 +9,13 @@ from dashtam.core.config import Settings
 
 
 def create_redis(settings: Settings) -> Redis:
-    return Redis.from_url(
+    redis: Redis = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=2,
     )
+    return redis
 
 
 class RedisKeys:

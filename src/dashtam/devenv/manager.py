@@ -77,7 +77,9 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
     servers = [
         ServerProcess(
             managed("app", settings.APP_PORT),
-            _uvicorn("dashtam.main:create_app", settings, settings.APP_PORT, settings.APP_TLS, reload),
+            _uvicorn(
+                "dashtam.main:create_app", settings, settings.APP_PORT, settings.APP_TLS, reload
+            ),
             settings.APP_PORT,
             "APP_PORT",
             f"{settings.app_base_url}/health",
@@ -103,7 +105,15 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
         servers.append(
             ServerProcess(
                 managed("sandbox", port),
-                [sys.executable, "-m", "dashtam.sandbox", "--host", "127.0.0.1", "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "dashtam.sandbox",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
                 port,
                 "SANDBOX_PORT",
                 f"{settings.sandbox_base_url}/sandbox/stats",
@@ -165,11 +175,10 @@ class EnvironmentManager:
     # -- app processes ----------------------------------------------------------------------
     def start_servers(self, timeout: float = 60.0) -> None:
         servers = server_processes(self.profile, self.settings)
-        if any(server.process.running_pid() is None for server in servers) and any(
-            s.verify is not True for s in servers
-        ):
-            if ensure_certificates(self.settings.tls_cert_path, self.settings.tls_key_path):
-                self.say(f"  generated a self-signed certificate in {self.settings.tls_cert_path.parent}")
+        settings = self.settings
+        uses_tls = settings.APP_TLS or settings.CALLBACK_TLS
+        if uses_tls and ensure_certificates(settings.tls_cert_path, settings.tls_key_path):
+            self.say(f"  generated a self-signed certificate in {settings.tls_cert_path.parent}")
         env = process_env(self.profile, self.settings)
         starting = []
         for server in servers:
@@ -218,9 +227,7 @@ class EnvironmentManager:
 
         def row(name: str, port: int, running: bool, healthy: bool) -> None:
             state = "running" if running else ("port in use" if port_in_use(port) else "stopped")
-            rows.append(
-                (self.profile.name, name, str(port), state, "healthy" if healthy else "-")
-            )
+            rows.append((self.profile.name, name, str(port), state, "healthy" if healthy else "-"))
 
         pg_running = self.postgres.is_running()
         row("postgres", self.postgres.port, pg_running, pg_running and self.postgres.is_ready())

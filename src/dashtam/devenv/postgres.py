@@ -172,9 +172,7 @@ class PostgresService:
             if not await connection.fetchval(
                 "SELECT 1 FROM pg_database WHERE datname = $1", database
             ):
-                await connection.execute(
-                    f"CREATE DATABASE {_ident(database)} OWNER {_ident(role)}"
-                )
+                await connection.execute(f"CREATE DATABASE {_ident(database)} OWNER {_ident(role)}")
             await connection.execute(f"REVOKE CONNECT ON DATABASE {_ident(database)} FROM PUBLIC")
         finally:
             await connection.close()

@@ -55,7 +55,7 @@ class Profile:
         return load_settings(self.env_file)
 
     def service_mode(self) -> ServiceMode:
-        """`DASHTAM_SERVICES` decides; a DATABASE_URL/REDIS_URL in the environment means external."""
+        """`DASHTAM_SERVICES` decides; DATABASE_URL/REDIS_URL in the environment mean external."""
         chosen = os.environ.get("DASHTAM_SERVICES")
         if chosen:
             return ServiceMode(chosen)
