@@ -6,20 +6,27 @@ import os
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 from urllib.parse import urlsplit
 
-from pydantic import model_validator
+from pydantic import StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
 from dashtam.core.envfile import check_env_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-ENV_DIR = PROJECT_ROOT / "env"
+EXAMPLE_ENV_DIR = PROJECT_ROOT / "env"
+# Where generated env files and runtime state live; movable so a second, isolated copy of
+# both environments can run beside the first (the side-by-side tests do exactly that).
+ENV_DIR = Path(os.environ.get("DASHTAM_ENV_DIR", EXAMPLE_ENV_DIR))
+STATE_ROOT = Path(os.environ.get("DASHTAM_STATE_DIR", PROJECT_ROOT / ".state"))
 ENV_FILE_VARIABLE = "DASHTAM_ENV_FILE"
 DEFAULT_ENV_FILE = ENV_DIR / ".env.dev"
-CERT_DIR = PROJECT_ROOT / ".state" / "certs"
+CERT_DIR = STATE_ROOT / "certs"
+
+# "<requests>/<seconds>": at most that many requests per client IP in a sliding window.
+RateLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")]
 
 PLACEHOLDER_MARKERS = ("change_me", "changeme", "placeholder", "replace-me")
 SECRET_FIELDS = (
@@ -90,6 +97,12 @@ class Settings(BaseSettings):
     RATE_LIMITS_ENABLED: bool = True
     LOGIN_LOCKOUT_THRESHOLD: int = 10
     LOGIN_LOCKOUT_SECONDS: int = 15 * 60
+    RATE_LIMIT_LOGIN: RateLimit = "10/60"
+    RATE_LIMIT_REGISTER: RateLimit = "5/3600"
+    RATE_LIMIT_PASSWORD_RESET: RateLimit = "5/3600"
+    RATE_LIMIT_REFRESH: RateLimit = "30/60"
+    EMAIL_VERIFICATION_TOKEN_TTL_SECONDS: int = 24 * 3600
+    PASSWORD_RESET_TOKEN_TTL_SECONDS: int = 15 * 60
     SMTP_HOST: str = ""
     SMTP_PORT: int = 587
     SMTP_USERNAME: str = ""
@@ -114,6 +127,24 @@ class Settings(BaseSettings):
     SCHWAB_CLIENT_SECRET: str = ""
     SCHWAB_REDIRECT_URI: str = "https://127.0.0.1:8182/callback"
     SCHWAB_API_BASE_URL: str = "https://api.schwabapi.com"
+    # Schwab does not document PKCE; turn it on if your app registration supports it.
+    SCHWAB_USE_PKCE: bool = False
+    OAUTH_STATE_TTL_SECONDS: int = 600
+    # A connection whose access token expires within this many seconds is refreshed first.
+    PROVIDER_REFRESH_LEEWAY_SECONDS: int = 300
+    PROVIDER_HTTP_TIMEOUT_SECONDS: float = 15.0
+
+    # Account sync (see docs/accounts.md). The first sync reaches back SYNC_HISTORY_DAYS; later
+    # ones re-read SYNC_OVERLAP_DAYS before the last complete window (and any still pending).
+    SYNC_HISTORY_DAYS: int = 730
+    SYNC_OVERLAP_DAYS: int = 7
+    SYNC_INTERVAL_SECONDS: int = 3600
+    SYNC_MAX_RETRIES: int = 5
+    SYNC_RETRY_BASE_SECONDS: float = 1.0
+    SYNC_RETRY_MAX_SECONDS: float = 60.0
+    SYNC_JOB_TIMEOUT_SECONDS: int = 3600
+    WORKER_HEALTH_CHECK_SECONDS: int = 10
+    WORKER_MAX_JOBS: int = 4
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_outside_development(self) -> Self:
@@ -188,7 +219,7 @@ class Settings(BaseSettings):
         if self.STATE_DIR:
             return Path(self.STATE_DIR)
         name = "test" if self.ENVIRONMENT in (Environment.TESTING, Environment.CI) else "dev"
-        return PROJECT_ROOT / ".state" / name
+        return STATE_ROOT / name
 
 
 def load_settings(env_file: Path | None = None) -> Settings:

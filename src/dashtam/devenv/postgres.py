@@ -6,6 +6,7 @@ import asyncio
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -43,6 +44,38 @@ def _server_user() -> str | None:
     )
 
 
+def _traversable_by(path: Path, user: str) -> bool:
+    """Can `user` reach `path` (execute permission on every existing ancestor)?"""
+    entry = pwd.getpwnam(user)
+    groups = set(os.getgrouplist(user, entry.pw_gid))
+    for folder in [path, *path.parents]:
+        if not folder.exists():
+            continue
+        info = folder.stat()
+        if info.st_uid == entry.pw_uid:
+            allowed = bool(info.st_mode & stat.S_IXUSR)
+        elif info.st_gid in groups:
+            allowed = bool(info.st_mode & stat.S_IXGRP)
+        else:
+            allowed = bool(info.st_mode & stat.S_IXOTH)
+        if not allowed:
+            return False
+    return True
+
+
+def postgres_data_dir(profile: Profile, user: str | None) -> Path:
+    """The cluster's folder: in the state folder, unless the server user cannot reach it.
+
+    As root we run PostgreSQL as an unprivileged account; a project inside a private folder
+    (a home directory, a pytest tmp dir) is out of its reach, so the cluster then lives in
+    /var/lib/dashtam/<state-folder tag>/ instead, and `make clean` removes it from there.
+    """
+    preferred = profile.data_dir / "postgres"
+    if user is None or _traversable_by(preferred.parent, user):
+        return preferred
+    return Path("/var/lib/dashtam") / profile.tag / "postgres"
+
+
 def _chown(path: Path, user: str | None) -> None:
     if user is not None:
         entry = pwd.getpwnam(user)
@@ -54,7 +87,8 @@ class PostgresService:
         self.profile = profile
         self.settings = settings
         self.port = settings.POSTGRES_PORT
-        self.pgdata = profile.data_dir / "postgres"
+        self.user = _server_user()
+        self.pgdata = postgres_data_dir(profile, self.user)
         self.process = ManagedProcess(
             name="postgres",
             pid_file=profile.run_dir / "postgres.pid",
@@ -77,7 +111,7 @@ class PostgresService:
             return False
         binaries = find_postgres()
         require_free_port(self.port, "POSTGRES_PORT", self.profile.env_file)
-        user = _server_user()
+        user = self.user
         if not (self.pgdata / "PG_VERSION").is_file():
             self._initdb(binaries, user)
         command = [
@@ -115,8 +149,8 @@ class PostgresService:
         if self.pgdata.exists():
             shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted init
         self.pgdata.mkdir(parents=True, mode=0o700)
+        self.pgdata.chmod(0o700)
         _chown(self.pgdata, user)
-        _chown(self.pgdata.parent, user)
         with tempfile.NamedTemporaryFile("w", dir=self.pgdata.parent, delete=False) as pwfile:
             pwfile.write(self.settings.POSTGRES_ADMIN_PASSWORD)
         pwpath = Path(pwfile.name)
@@ -182,7 +216,7 @@ class PostgresService:
 
     def destroy(self) -> None:
         self.stop()
-        shutil.rmtree(self.pgdata, ignore_errors=True)
+        shutil.rmtree(self.pgdata.parent, ignore_errors=True)
 
 
 def _ident(name: str) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from dashtam.core.config import ENV_DIR, PROJECT_ROOT, Settings, load_settings
+from dashtam.core.config import ENV_DIR, EXAMPLE_ENV_DIR, STATE_ROOT, Settings, load_settings
 
 
 class ServiceMode(StrEnum):
@@ -21,26 +21,34 @@ class ServiceMode(StrEnum):
 class Profile:
     name: str  # "dev" or "test"
     ephemeral: bool  # test: data on tmpfs, durability off, may be dropped
+    env_dir: Path = ENV_DIR
+    example_dir: Path = EXAMPLE_ENV_DIR
+    state_root: Path = STATE_ROOT
 
     @property
     def env_file(self) -> Path:
-        return ENV_DIR / f".env.{self.name}"
+        return self.env_dir / f".env.{self.name}"
 
     @property
     def example_file(self) -> Path:
         source = "ci" if self.name == "test" and os.environ.get("CI") == "true" else self.name
-        return ENV_DIR / f".env.{source}.example"
+        return self.example_dir / f".env.{source}.example"
 
     @property
     def state_dir(self) -> Path:
-        return PROJECT_ROOT / ".state" / self.name
+        return self.state_root / self.name
+
+    @property
+    def tag(self) -> str:
+        """Names this checkout's copy of the environment in folders outside the repo."""
+        digest = hashlib.sha256(str(self.state_root.resolve()).encode()).hexdigest()[:10]
+        return f"dashtam-{digest}-{self.name}"
 
     @property
     def data_dir(self) -> Path:
         """Database files: tmpfs for test (when the machine has /dev/shm), else the state dir."""
         if self.ephemeral and Path("/dev/shm").is_dir():  # noqa: S108 - tmpfs by design
-            tag = hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:10]
-            return Path("/dev/shm") / f"dashtam-{tag}-{self.name}"  # noqa: S108
+            return Path("/dev/shm") / self.tag  # noqa: S108
         return self.state_dir / "data"
 
     @property

@@ -1,0 +1,122 @@
+"""Dev and test side by side: a dev environment with data survives two full test runs.
+
+A second, isolated copy of both environments is made in a temporary folder (its own env
+files, state and ports), so this never touches the developer's real dev environment. The
+test runs are the same code path as `make test`: `dashtam test-prepare`, then pytest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from dashtam.core.config import PROJECT_ROOT
+from dashtam.core.envfile import parse_env_file, write_env_file
+from dashtam.devenv.profiles import Profile
+from dashtam.devenv.redis import ping
+from dashtam.devenv.setup import generate_env_file
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+DEV_ROWS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_env_files(env_dir: Path) -> dict[str, dict[str, str]]:
+    values = {}
+    for name, ephemeral in (("dev", False), ("test", True)):
+        profile = Profile(name, ephemeral=ephemeral, env_dir=env_dir)
+        generate_env_file(profile)
+        env = parse_env_file(profile.env_file)
+        for key in ("POSTGRES_PORT", "REDIS_PORT", "APP_PORT", "CALLBACK_PORT", "SANDBOX_PORT"):
+            env[key] = str(free_port())
+        write_env_file(profile.env_file, env, "# side-by-side test copy")
+        values[name] = env
+    return values
+
+
+def run(command: list[str], env: dict[str, str], timeout: float = 240) -> str:
+    result = subprocess.run(
+        command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-3000:]}"
+    return output
+
+
+async def dev_user_count(env: dict[str, str]) -> int:
+    connection = await asyncpg.connect(
+        host="127.0.0.1",
+        port=int(env["POSTGRES_PORT"]),
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        database=env["POSTGRES_DB"],
+    )
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM users"))
+    finally:
+        await connection.close()
+
+
+async def add_dev_users(env: dict[str, str]) -> None:
+    connection = await asyncpg.connect(
+        host="127.0.0.1",
+        port=int(env["POSTGRES_PORT"]),
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        database=env["POSTGRES_DB"],
+    )
+    try:
+        await connection.execute(
+            "INSERT INTO users (id, email, name, password_hash, is_active) "
+            "SELECT gen_random_uuid(), 'dev' || n || '@example.com', 'Dev', 'x', true "
+            "FROM generate_series(1, $1::int) AS n",
+            DEV_ROWS,
+        )
+    finally:
+        await connection.close()
+
+
+def test_dev_data_and_health_survive_two_test_runs(tmp_path: Path) -> None:
+    env_dir, state_dir = tmp_path / "env", tmp_path / "state"
+    values = make_env_files(env_dir)
+    dev = values["dev"]
+    process_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DASHTAM_ENV_FILE", "DASHTAM_TEST_RUN_ID", "DATABASE_URL", "REDIS_URL")
+        and not key.startswith("PYTEST_")
+    }
+    process_env |= {"DASHTAM_ENV_DIR": str(env_dir), "DASHTAM_STATE_DIR": str(state_dir)}
+    dashtam = [sys.executable, "-m", "dashtam.cli"]
+    try:
+        run([*dashtam, "up", "--env", "dev", "--services-only"], process_env)
+        asyncio.run(add_dev_users(dev))
+        for _ in range(2):
+            run([*dashtam, "test-prepare"], process_env)
+            output = run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests/integration"],
+                process_env,
+            )
+            assert " passed" in output
+            assert " failed" not in output
+        assert asyncio.run(dev_user_count(dev)) == DEV_ROWS
+        assert ping(int(dev["REDIS_PORT"]))
+        status = run([*dashtam, "status"], process_env)
+        dev_lines = [line for line in status.splitlines() if "│ dev " in line]
+        assert any("postgres" in line and "healthy" in line for line in dev_lines), status
+        assert any("redis" in line and "healthy" in line for line in dev_lines), status
+    finally:
+        subprocess.run([*dashtam, "clean", "--env", "test", "--yes"], env=process_env, check=False)
+        subprocess.run([*dashtam, "clean", "--env", "dev", "--yes"], env=process_env, check=False)

@@ -1,0 +1,108 @@
+"""The environment manager's pieces that need no servers: pid files, ports, env files, certs."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from dashtam.core.envfile import parse_env_file
+from dashtam.core.errors import UserError
+from dashtam.devenv.certs import ensure_certificates
+from dashtam.devenv.processes import ManagedProcess, require_free_port
+from dashtam.devenv.profiles import Profile
+from dashtam.devenv.setup import PLACEHOLDER, generate_env_file
+
+
+def managed(tmp_path: Path) -> ManagedProcess:
+    return ManagedProcess("thing", tmp_path / "thing.pid", tmp_path / "thing.log")
+
+
+def test_a_started_process_is_recognised_and_stopped(tmp_path: Path) -> None:
+    process = managed(tmp_path)
+    process.start([sys.executable, "-c", "import time; time.sleep(30)"])
+    pid = process.running_pid()
+    assert pid is not None
+    assert process.stop(timeout=5) is True
+    assert process.running_pid() is None
+    assert not process.pid_file.exists()
+
+
+def test_stale_pid_file_of_a_dead_process_is_not_trusted(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    process = managed(tmp_path)
+    process.pid_file.write_text(f"{dead.pid} 12345.0\n")
+    assert process.running_pid() is None
+    assert not process.pid_file.exists()
+
+
+def test_pid_file_naming_a_reused_pid_is_not_trusted(tmp_path: Path) -> None:
+    """A live pid with a different start time is somebody else's process (pid reuse)."""
+    process = managed(tmp_path)
+    process.pid_file.write_text("1 12345.0\n")  # pid 1 exists, but it is not ours
+    assert process.running_pid() is None
+
+
+def test_garbage_pid_file_is_ignored(tmp_path: Path) -> None:
+    process = managed(tmp_path)
+    process.pid_file.write_text("not a pid\n")
+    assert process.running_pid() is None
+
+
+def test_busy_port_names_the_port_and_the_variable(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(UserError) as raised:
+            require_free_port(port, "POSTGRES_PORT", tmp_path / ".env.dev")
+    assert f"Port {port} is already in use" in raised.value.message
+    assert "POSTGRES_PORT" in raised.value.hint
+    assert ".env.dev" in raised.value.hint
+
+
+def tmp_profile(tmp_path: Path, example_text: str) -> Profile:
+    (tmp_path / ".env.dev.example").write_text(example_text)
+    return Profile("dev", ephemeral=False, env_dir=tmp_path, example_dir=tmp_path)
+
+
+def test_env_generation_replaces_placeholders_and_keeps_existing_files(tmp_path: Path) -> None:
+    profile = tmp_profile(
+        tmp_path, f"A=1\nSECRET_KEY={PLACEHOLDER}\nTOKEN_ENCRYPTION_KEYS={PLACEHOLDER}\n"
+    )
+    assert generate_env_file(profile) is True
+    first = parse_env_file(profile.env_file)
+    assert first["A"] == "1"
+    assert PLACEHOLDER not in first["SECRET_KEY"]
+    assert len(first["SECRET_KEY"]) >= 40
+    assert first["TOKEN_ENCRYPTION_KEYS"].startswith("k1:")
+    assert profile.env_file.stat().st_mode & 0o077 == 0  # owner-only: it holds secrets
+    assert generate_env_file(profile) is False
+    assert parse_env_file(profile.env_file) == first  # secrets are never regenerated
+
+
+def test_env_generation_appends_new_example_keys(tmp_path: Path) -> None:
+    profile = tmp_profile(tmp_path, "A=1\n")
+    generate_env_file(profile)
+    profile.example_file.write_text(f"A=1\nB=2\nNEW_SECRET={PLACEHOLDER}\n")
+    assert generate_env_file(profile) is True
+    values = parse_env_file(profile.env_file)
+    assert values["B"] == "2"
+    assert values["NEW_SECRET"] != PLACEHOLDER
+
+
+def test_certificate_has_the_local_sans_and_is_reused(tmp_path: Path) -> None:
+    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
+    assert ensure_certificates(cert_file, key_file) is True
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert ensure_certificates(cert_file, key_file) is False
