@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dashtam import __version__
+from dashtam.auth.router import router as auth_router
+from dashtam.auth.router import users_router
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.database import create_engine, create_session_factory
 from dashtam.core.logging import configure_logging
@@ -75,4 +77,6 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
 
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router)
+    app.include_router(auth_router, prefix=API_PREFIX)
+    app.include_router(users_router, prefix=API_PREFIX)
     return app

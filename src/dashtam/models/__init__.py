@@ -2,6 +2,13 @@
 
 from sqlmodel import SQLModel
 
+from dashtam.models.auth import (
+    AuthAuditLog,
+    AuthSession,
+    EmailToken,
+    EmailTokenPurpose,
+    RefreshToken,
+)
 from dashtam.models.provider import (
     ConnectionStatus,
     Provider,
@@ -14,11 +21,16 @@ from dashtam.models.user import User
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AuthAuditLog",
+    "AuthSession",
     "ConnectionStatus",
+    "EmailToken",
+    "EmailTokenPurpose",
     "Provider",
     "ProviderAuditLog",
     "ProviderConnection",
     "ProviderToken",
+    "RefreshToken",
     "User",
     "metadata",
 ]

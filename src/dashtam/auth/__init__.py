@@ -1,0 +1,1 @@
+"""Users and authentication: passwords, sessions with rotating refresh tokens, access JWTs."""

@@ -1,0 +1,143 @@
+"""`/auth/*` and `/users/me*`: thin routes over `AuthService`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
+
+from dashtam.auth.audit import RequestContext
+from dashtam.auth.dependencies import AccessToken, CurrentUser, DbSession
+from dashtam.auth.mailer import BackgroundMailer, Mailer, get_mailer
+from dashtam.auth.ratelimit import Limit, Lockout, rate_limited
+from dashtam.auth.schemas import (
+    LoginRequest,
+    Message,
+    PasswordChange,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    RefreshRequest,
+    RegisterRequest,
+    SessionOut,
+    TokenPair,
+    UserOut,
+    UserUpdate,
+    VerifyEmailRequest,
+)
+from dashtam.auth.service import AuthService, MailLinks
+from dashtam.auth.tokens import DenyList
+from dashtam.core.config import Settings
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+users_router = APIRouter(prefix="/users", tags=["users"])
+
+
+def get_auth_service(
+    request: Request,
+    session: DbSession,
+    background: BackgroundTasks,
+    mailer: Annotated[Mailer, Depends(get_mailer)],
+) -> AuthService:
+    settings: Settings = request.app.state.settings
+    redis, keys = request.app.state.redis, request.app.state.redis_keys
+    links = MailLinks(
+        verify_email=settings.app_base_url + request.app.url_path_for("verify_email"),
+        reset_password=settings.app_base_url + request.app.url_path_for("confirm_password_reset"),
+    )
+    return AuthService(
+        session,
+        settings,
+        DenyList(redis, keys, settings),
+        Lockout(redis, keys, settings),
+        BackgroundMailer(mailer, background),
+        links,
+        RequestContext.from_request(request),
+    )
+
+
+Service = Annotated[AuthService, Depends(get_auth_service)]
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(rate_limited(Limit.REGISTER))],
+)
+async def register(body: RegisterRequest, service: Service) -> UserOut:
+    """Create an account and mail a verification token."""
+    return UserOut.model_validate(await service.register(body))
+
+
+@router.post("/login", dependencies=[Depends(rate_limited(Limit.LOGIN))])
+async def login(body: LoginRequest, service: Service) -> TokenPair:
+    return await service.login(body)
+
+
+@router.post("/refresh", dependencies=[Depends(rate_limited(Limit.REFRESH))])
+async def refresh(body: RefreshRequest, service: Service) -> TokenPair:
+    """Exchange a refresh token for a new pair; the presented one is spent."""
+    return await service.refresh(body.refresh_token)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(claims: AccessToken, service: Service) -> None:
+    """End this session: its refresh token and access token stop working."""
+    await service.logout(claims)
+
+
+@router.get("/sessions")
+async def list_sessions(
+    user: CurrentUser, claims: AccessToken, service: Service
+) -> list[SessionOut]:
+    return await service.list_sessions(user, claims.session_id)
+
+
+@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_session(session_id: uuid.UUID, user: CurrentUser, service: Service) -> None:
+    await service.revoke_session(user, session_id)
+
+
+@router.post("/verify-email", name="verify_email")
+async def verify_email(body: VerifyEmailRequest, service: Service) -> UserOut:
+    return UserOut.model_validate(await service.verify_email(body.token))
+
+
+@router.post(
+    "/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(rate_limited(Limit.PASSWORD_RESET))],
+)
+async def request_password_reset(body: PasswordResetRequest, service: Service) -> Message:
+    """The same answer whether or not the address has an account."""
+    await service.request_password_reset(body.email)
+    return Message(detail="If an account uses this address, a reset token has been mailed to it.")
+
+
+@router.post(
+    "/password-reset/confirm",
+    name="confirm_password_reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(rate_limited(Limit.PASSWORD_RESET))],
+)
+async def confirm_password_reset(body: PasswordResetConfirm, service: Service) -> None:
+    """Set a new password with a mailed token; every session ends."""
+    await service.confirm_password_reset(body)
+
+
+@users_router.get("/me")
+async def read_me(user: CurrentUser) -> UserOut:
+    return UserOut.model_validate(user)
+
+
+@users_router.patch("/me")
+async def update_me(body: UserUpdate, user: CurrentUser, service: Service) -> UserOut:
+    return UserOut.model_validate(await service.rename(user, body.name))
+
+
+@users_router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(
+    body: PasswordChange, user: CurrentUser, claims: AccessToken, service: Service
+) -> None:
+    """Change the password; every other session ends."""
+    await service.change_password(user, claims, body)

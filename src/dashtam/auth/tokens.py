@@ -1,0 +1,94 @@
+"""Access tokens (short-lived JWTs) and opaque one-time tokens kept only as hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from redis.asyncio import Redis
+
+from dashtam.core.config import Settings
+from dashtam.core.redis import RedisKeys
+
+REQUIRED_CLAIMS = ["sub", "sid", "exp", "iat", "jti"]
+
+
+class InvalidTokenError(Exception):
+    """The access token is malformed, forged, expired or uses another algorithm."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    jti: str
+    expires_at: datetime
+
+
+def issue_access_token(settings: Settings, user_id: uuid.UUID, session_id: uuid.UUID) -> str:
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "sid": str(session_id),
+        "iat": now,
+        "exp": now + timedelta(seconds=settings.ACCESS_TOKEN_TTL_SECONDS),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, settings.JWT_SECRET_KEY, algorithm=settings.JWT_ALGORITHM)
+
+
+def decode_access_token(settings: Settings, token: str) -> AccessClaims:
+    """Verify signature and expiry with the one configured algorithm (never the token's own)."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.JWT_SECRET_KEY,
+            algorithms=[settings.JWT_ALGORITHM],
+            options={"require": REQUIRED_CLAIMS},
+        )
+        return AccessClaims(
+            user_id=uuid.UUID(claims["sub"]),
+            session_id=uuid.UUID(claims["sid"]),
+            jti=str(claims["jti"]),
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        )
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError) as exc:
+        raise InvalidTokenError(type(exc).__name__) from exc
+
+
+def new_opaque_token() -> str:
+    """256 bits of randomness, URL-safe: refresh, verification and reset tokens."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """What the database keeps: a leaked table cannot be replayed as tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class DenyList:
+    """Revoked sessions, remembered for as long as one of their access tokens can live."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = settings.ACCESS_TOKEN_TTL_SECONDS
+
+    def _key(self, session_id: uuid.UUID) -> str:
+        return self._keys("denied", "sid", session_id.hex)
+
+    async def deny(self, session_ids: list[uuid.UUID]) -> None:
+        """Raises RedisError; callers decide whether that may be ignored."""
+        if not session_ids:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                pipe.set(self._key(session_id), "1", ex=self._ttl)
+            await pipe.execute()
+
+    async def is_denied(self, session_id: uuid.UUID) -> bool:
+        return bool(await self._redis.exists(self._key(session_id)))
