@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     LOGIN_LOCKOUT_SECONDS: int = 15 * 60
     RATE_LIMIT_LOGIN: RateLimit = "10/60"
     RATE_LIMIT_REGISTER: RateLimit = "5/3600"
-    RATE_LIMIT_PASSWORD_RESET: RateLimit = "5/3600"
+    RATE_LIMIT_PASSWORD_RESET: RateLimit = "5/3600"  # noqa: S105 - a rate, not a secret
     RATE_LIMIT_REFRESH: RateLimit = "30/60"
     EMAIL_VERIFICATION_TOKEN_TTL_SECONDS: int = 24 * 3600
     PASSWORD_RESET_TOKEN_TTL_SECONDS: int = 15 * 60
