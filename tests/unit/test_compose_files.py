@@ -1,0 +1,488 @@
+"""Docker mode: the compose files and the Dockerfile, checked without a Docker engine.
+
+Each compose file is rendered with `docker-compose config` (interpolation, anchors, env files
+resolved) using an env file generated from the committed example, and the result is checked:
+names, ports, databases, the test environment's throw-away settings, healthchecks, and that
+dev, test and CI can run at the same time on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dashtam.core.envfile import parse_env_file
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_DIR = ROOT / "compose"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+ENTRYPOINT = ROOT / "docker" / "serve.sh"
+POSTGRES_INIT = ROOT / "docker" / "postgres" / "10-dashtam-role.sh"
+PG_DATA = "/var/lib/postgresql/data"
+SERVERS = ("app", "callback", "sandbox")
+SERVICES = {"postgres", "redis", *SERVERS}
+CONTAINER_PORTS = {"app": 8000, "callback": 8182, "sandbox": 8282, "postgres": 5432, "redis": 6379}
+
+Config = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Expected:
+    env: str  # compose/docker-compose.<env>.yml, env/.env.<env>.example
+    project: str
+    host_ports: dict[str, int]  # service -> published host port (none: not published)
+    database: str
+    role: str
+    ephemeral: bool
+    extra_services: frozenset[str] = field(default_factory=frozenset)
+
+
+EXPECTED = {
+    "dev": Expected(
+        "dev",
+        "dashtam-dev",
+        {"app": 8000, "callback": 8182, "postgres": 5432, "redis": 6379, "sandbox": 8282},
+        "dashtam",
+        "dashtam_user",
+        ephemeral=False,
+    ),
+    "test": Expected(
+        "test",
+        "dashtam-test",
+        {"app": 8001, "callback": 8183, "postgres": 5433, "redis": 6380, "sandbox": 8283},
+        "dashtam_test",
+        "dashtam_test_user",
+        ephemeral=True,
+    ),
+    "ci": Expected(
+        "ci",
+        "dashtam-ci",
+        {},
+        "dashtam_test",
+        "dashtam_test_user",
+        ephemeral=True,
+        extra_services=frozenset({"tests"}),
+    ),
+}
+
+
+# ---- docker-compose ----------------------------------------------------------------------------
+def _install_docker_compose() -> str | None:
+    """Install the Debian package; returns why it could not be done, or None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "not running as root, so it cannot be installed here"
+    if shutil.which("apt-get") is None:
+        return "apt-get is not available"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q"]
+    install.append("docker-compose")
+    for attempt in (install, ["apt-get", "update", "-q"], install):
+        result = subprocess.run(attempt, env=env, capture_output=True, text=True, check=False)
+        if attempt is install and result.returncode == 0:
+            return None
+    return f"`apt-get install docker-compose` failed: {result.stderr.strip()[-300:]}"
+
+
+@dataclass(frozen=True)
+class Compose:
+    executable: str
+    version: tuple[int, ...]
+
+    @property
+    def supports_project_name(self) -> bool:
+        """Top-level `name:` is Compose v2; Debian's docker-compose 1.29 rejects the key."""
+        return self.version >= (2,)
+
+
+@pytest.fixture(scope="session")
+def compose() -> Compose:
+    executable = shutil.which("docker-compose")
+    if executable is None:
+        reason = _install_docker_compose()
+        executable = shutil.which("docker-compose")
+        if executable is None:
+            pytest.skip(f"docker-compose is not on PATH and {reason or 'was not installed'}")
+    result = subprocess.run(
+        [executable, "version", "--short"], capture_output=True, text=True, check=True
+    )
+    match = re.search(r"(\d+)\.(\d+)", result.stdout)
+    assert match, f"cannot read the docker-compose version from {result.stdout!r}"
+    return Compose(executable, (int(match.group(1)), int(match.group(2))))
+
+
+def make_env_file(example: Path, target: Path, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """What `make setup` does: the example with every `change_me` replaced by a fresh secret."""
+    values = {
+        key: (secrets.token_urlsafe(16) if value == "change_me" else value)
+        for key, value in parse_env_file(example).items()
+        if key not in drop
+    }
+    target.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return values
+
+
+def compose_file(env: str) -> Path:
+    return COMPOSE_DIR / f"docker-compose.{env}.yml"
+
+
+def run_config(
+    compose: Compose, env: str, env_file: Path, workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """`docker-compose -f compose/docker-compose.<env>.yml --env-file <env_file> config`."""
+    path = compose_file(env)
+    command = [compose.executable]
+    if compose.supports_project_name:
+        command += ["-f", str(path)]
+    else:
+        text = path.read_text()
+        name = yaml.safe_load(text)["name"]
+        stripped, count = re.subn(r"(?m)^name:.*\n", "", text, count=1)
+        assert count == 1, f"{path.name}: no top-level `name:` line"
+        copy = workdir / path.name
+        copy.write_text(stripped)
+        command += ["-f", str(copy), "--project-directory", str(COMPOSE_DIR), "-p", name]
+    command += ["--env-file", str(env_file), "config"]
+    # The shell beats --env-file in compose interpolation: keep the caller's settings out.
+    names = set(parse_env_file(env_file)) | set(parse_env_file(ROOT / "env" / ".env.dev.example"))
+    environ = {key: value for key, value in os.environ.items() if key not in names}
+    environ["DASHTAM_COMPOSE_ENV_FILE"] = str(env_file)
+    return subprocess.run(command, env=environ, capture_output=True, text=True, check=False)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    expected: Expected
+    source: Config  # the file as written
+    config: Config  # `docker-compose config` output
+    env: dict[str, str]  # the generated env file
+
+    def service(self, name: str) -> Config:
+        services: Config = self.config["services"]
+        assert name in services, f"{self.expected.env}: no service {name!r}"
+        return services[name]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session", params=sorted(EXPECTED))
+def rendered(
+    request: pytest.FixtureRequest, compose: Compose, tmp_path_factory: pytest.TempPathFactory
+) -> Rendered:
+    return render(request.param, compose, tmp_path_factory)
+
+
+_cache: dict[str, Rendered] = {}
+
+
+def render(env: str, compose: Compose, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    if env not in _cache:
+        workdir = tmp_path_factory.mktemp(f"compose-{env}")
+        env_file = workdir / f".env.{env}"
+        values = make_env_file(ROOT / "env" / f".env.{env}.example", env_file)
+        result = run_config(compose, env, env_file, workdir)
+        assert result.returncode == 0, f"docker-compose config ({env}) failed:\n{result.stderr}"
+        source = yaml.safe_load(compose_file(env).read_text())
+        _cache[env] = Rendered(EXPECTED[env], source, yaml.safe_load(result.stdout), values)
+    return _cache[env]
+
+
+@pytest.fixture(scope="session")
+def all_rendered(compose: Compose, tmp_path_factory: pytest.TempPathFactory) -> list[Rendered]:
+    return [render(env, compose, tmp_path_factory) for env in sorted(EXPECTED)]
+
+
+# ---- normalising the two output dialects (compose v1 and v2) ---------------------------------
+def environment(service: Config) -> dict[str, str]:
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) for item in raw)
+    return {str(key): "" if value is None else str(value) for key, value in raw.items()}
+
+
+def published_ports(service: Config) -> dict[int, int]:
+    """Host port -> container port."""
+    ports: dict[int, int] = {}
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            if entry.get("published") not in (None, ""):
+                ports[int(entry["published"])] = int(entry["target"])
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            if len(parts) >= 2:
+                ports[int(parts[-2])] = int(parts[-1])
+    return ports
+
+
+def mounts(service: Config) -> dict[str, str]:
+    """Container path -> source (named volume or host path)."""
+    result: dict[str, str] = {}
+    for entry in service.get("volumes") or []:
+        if isinstance(entry, dict):
+            result[str(entry["target"])] = str(entry.get("source", ""))
+        else:
+            parts = str(entry).split(":")
+            result[parts[1]] = parts[0]
+    return result
+
+
+def tmpfs(service: Config) -> list[str]:
+    raw = service.get("tmpfs") or []
+    return [raw] if isinstance(raw, str) else [str(item) for item in raw]
+
+
+def command(service: Config) -> list[str]:
+    raw = service.get("command") or []
+    return raw.split() if isinstance(raw, str) else [str(item) for item in raw]
+
+
+def healthcheck_test(service: Config) -> list[str]:
+    check = service.get("healthcheck") or {}
+    if check.get("disable"):
+        return ["NONE"]
+    raw = check.get("test") or []
+    return [raw] if isinstance(raw, str) else [str(item) for item in raw]
+
+
+def named_volumes(rendered: Rendered) -> set[str]:
+    volumes = rendered.config.get("volumes") or {}
+    return {str((spec or {}).get("name") or key) for key, spec in volumes.items()}
+
+
+def network_names(rendered: Rendered) -> set[str]:
+    networks = rendered.config.get("networks") or {}
+    return {str((spec or {}).get("name") or key) for key, spec in networks.items()}
+
+
+# ---- each environment ---------------------------------------------------------------------------
+def test_project_name(rendered: Rendered) -> None:
+    assert rendered.source.get("name") == rendered.expected.project
+    if "name" in rendered.config:  # compose v2 echoes it
+        assert rendered.config["name"] == rendered.expected.project
+
+
+def test_services_and_container_names(rendered: Rendered) -> None:
+    expected = rendered.expected
+    names = {
+        service: spec.get("container_name") for service, spec in rendered.config["services"].items()
+    }
+    wanted = SERVICES | expected.extra_services
+    assert names == {service: f"{expected.project}-{service}" for service in wanted}
+
+
+def test_host_ports(rendered: Rendered) -> None:
+    for service in rendered.config["services"]:
+        ports = published_ports(rendered.service(service))
+        wanted = rendered.expected.host_ports.get(service)
+        if wanted is None:
+            assert ports == {}, f"{service} should publish no host port"
+        else:
+            assert ports == {wanted: CONTAINER_PORTS[service]}, service
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_host_port_defaults(env: str, compose: Compose, tmp_path: Path) -> None:
+    """Without the *_PORT settings the files still publish the environment's own ports."""
+    env_file = tmp_path / f".env.{env}"
+    example = ROOT / "env" / f".env.{env}.example"
+    drop = tuple(key for key in parse_env_file(example) if key.endswith("_PORT"))
+    make_env_file(example, env_file, drop=drop)
+    result = run_config(compose, env, env_file, tmp_path)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    ports = {name: published_ports(spec) for name, spec in services.items()}
+    wanted = EXPECTED[env].host_ports
+    assert ports == {name: {port: CONTAINER_PORTS[name]} for name, port in wanted.items()}
+
+
+def test_database_name_role_and_secrets(rendered: Rendered) -> None:
+    expected = rendered.expected
+    postgres = environment(rendered.service("postgres"))
+    assert postgres["POSTGRES_DB"] == expected.database
+    assert postgres["DASHTAM_DB_USER"] == expected.role
+    # The superuser is `postgres` with the admin password (as in local mode); the app's role
+    # gets the app's password. Both come from the env file, never from the compose file.
+    assert postgres["POSTGRES_USER"] == "postgres"
+    assert postgres["POSTGRES_PASSWORD"] == rendered.env["POSTGRES_ADMIN_PASSWORD"]
+    assert postgres["DASHTAM_DB_PASSWORD"] == rendered.env["POSTGRES_PASSWORD"]
+    assert postgres["DASHTAM_DB_CREATEDB"] == ("CREATEDB" if expected.ephemeral else "NOCREATEDB")
+    for service in SERVERS:
+        app = environment(rendered.service(service))
+        assert app["POSTGRES_DB"] == expected.database, service
+        assert app["POSTGRES_USER"] == expected.role, service
+        assert app["POSTGRES_PASSWORD"] == rendered.env["POSTGRES_PASSWORD"], service
+
+
+def test_networks_and_volumes_carry_the_project_name(rendered: Rendered) -> None:
+    project = rendered.expected.project
+    assert network_names(rendered) == {project}
+    for volume in named_volumes(rendered):
+        assert volume.startswith(f"{project}-"), volume
+
+
+def test_postgres_init_script_is_mounted(rendered: Rendered) -> None:
+    source = mounts(rendered.service("postgres")).get("/docker-entrypoint-initdb.d", "")
+    assert Path(source).resolve() == POSTGRES_INIT.parent
+
+
+def test_servers_reach_services_by_name(rendered: Rendered) -> None:
+    for service in (*SERVERS, *rendered.expected.extra_services):
+        env = environment(rendered.service(service))
+        assert env["POSTGRES_HOST"] == "postgres", service
+        assert env["POSTGRES_PORT"] == "5432", service
+        assert env["REDIS_HOST"] == "redis", service
+        assert env["REDIS_PORT"] == "6379", service
+        assert env["DATABASE_URL"] == "", service  # an external URL in the env file must not win
+        assert env["REDIS_URL"] == "", service
+    callback = environment(rendered.service("callback"))
+    assert (callback["APP_HOST"], callback["APP_PORT"]) == ("app", "8000")
+
+
+def test_healthchecks(rendered: Rendered) -> None:
+    assert healthcheck_test(rendered.service("postgres"))[:2] == ["CMD", "pg_isready"]
+    assert healthcheck_test(rendered.service("redis")) == ["CMD", "redis-cli", "ping"]
+    paths = {"app": "/health", "callback": "/health", "sandbox": "/sandbox/stats"}
+    for service, path in paths.items():
+        spec = rendered.service(service)
+        check = healthcheck_test(spec)
+        assert check[:3] == ["CMD", "python", "-c"], service
+        assert "urlopen" in check[3], service
+        env = environment(spec)
+        assert env["DASHTAM_HEALTH_PORT"] == str(CONTAINER_PORTS[service]), service
+        assert env.get("DASHTAM_HEALTH_PATH", "/health") == path, service
+
+
+def test_app_waits_for_healthy_services(rendered: Rendered) -> None:
+    for service in ("app", *rendered.expected.extra_services):
+        depends = rendered.service(service).get("depends_on")
+        assert isinstance(depends, dict), service
+        for dependency in ("postgres", "redis"):
+            assert depends[dependency]["condition"] == "service_healthy", service
+
+
+def test_images_build_existing_dockerfile_targets(rendered: Rendered) -> None:
+    targets = dockerfile_targets()
+    for service in (*SERVERS, *rendered.expected.extra_services):
+        build = rendered.service(service)["build"]
+        assert Path(build["context"]).resolve() == ROOT, service
+        assert build["dockerfile"] == "docker/Dockerfile", service
+        assert build["target"] in targets, service
+    assert rendered.service("callback")["build"]["target"] == "callback"
+    assert rendered.service("app")["build"]["target"] == "app"
+    assert command(rendered.service("sandbox")) == ["sandbox"]
+
+
+def test_environment_specific_settings(rendered: Rendered) -> None:
+    postgres, redis = rendered.service("postgres"), rendered.service("redis")
+    app = rendered.service("app")
+    postgres_command = command(postgres)
+    if rendered.expected.ephemeral:
+        assert PG_DATA in tmpfs(postgres)
+        assert PG_DATA not in mounts(postgres)
+        for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
+            assert setting in postgres_command
+        assert command(redis)[command(redis).index("--appendonly") + 1] == "no"
+        assert command(redis)[command(redis).index("--save") + 1] == ""
+        assert "/data" not in mounts(redis)
+        for service in SERVERS:
+            env = environment(rendered.service(service))
+            assert env["ENVIRONMENT"] == "testing", service
+            assert env["TESTING"] == "true", service
+            assert "--reload" not in command(rendered.service(service)), service
+        assert named_volumes(rendered) == set()
+    else:
+        assert tmpfs(postgres) == []
+        assert "fsync=off" not in postgres_command
+        assert mounts(postgres)[PG_DATA] in (rendered.config.get("volumes") or {})
+        assert command(redis)[command(redis).index("--appendonly") + 1] == "yes"
+        assert "/data" in mounts(redis)
+        assert environment(app)["ENVIRONMENT"] == "development"
+        assert "--reload" in command(app)
+        assert Path(mounts(app)["/app/src"]).resolve() == ROOT / "src"
+
+
+def test_ci_runs_the_suite(compose: Compose, tmp_path_factory: pytest.TempPathFactory) -> None:
+    ci = render("ci", compose, tmp_path_factory)
+    tests = ci.service("tests")
+    script = " ".join(command(tests))
+    assert "python -m dashtam.core.init_test_db &&" in script
+    assert "pytest" in script
+    assert "tests" in command(tests)[-1].split()
+    assert "/app/env/.env.test" in mounts(tests)  # tests/test_config.py reads that file
+    assert environment(tests)["DASHTAM_ENV_FILE"] == "/app/env/.env.test"
+
+
+# ---- together ---------------------------------------------------------------------------------
+def test_environments_can_run_at_the_same_time(all_rendered: list[Rendered]) -> None:
+    kinds = ("project", "container", "port", "volume", "network")
+    seen: dict[str, dict[object, str]] = {kind: {} for kind in kinds}
+
+    def claim(kind: str, thing: object, owner: str) -> None:
+        other = seen[kind].setdefault(thing, owner)
+        assert other == owner, f"{owner} and {other} both use {kind} {thing!r}"
+
+    for rendered in all_rendered:
+        owner = rendered.expected.env
+        claim("project", rendered.source["name"], owner)
+        for spec in rendered.config["services"].values():
+            claim("container", spec["container_name"], owner)
+            for port in published_ports(spec):
+                claim("port", port, owner)
+        for volume in named_volumes(rendered):
+            claim("volume", volume, owner)
+        for network in network_names(rendered):
+            claim("network", network, owner)
+    assert set(seen["project"]) == {expected.project for expected in EXPECTED.values()}
+    assert len(seen["port"]) == 10  # dev and test publish five each; CI none
+
+
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD"])
+@pytest.mark.parametrize("env", sorted(EXPECTED))
+def test_missing_secret_fails_clearly(
+    env: str, missing: str, compose: Compose, tmp_path: Path
+) -> None:
+    env_file = tmp_path / f".env.{env}"
+    make_env_file(ROOT / "env" / f".env.{env}.example", env_file, drop=(missing,))
+    result = run_config(compose, env, env_file, tmp_path)
+    assert result.returncode != 0
+    assert f"{missing} is not set" in result.stderr
+
+
+# ---- Dockerfile and scripts --------------------------------------------------------------------
+def dockerfile_targets() -> dict[str, str]:
+    """Stage name -> base image, from `FROM <image> AS <name>` lines."""
+    stages = re.findall(r"(?im)^FROM\s+(\S+)\s+AS\s+(\S+)\s*$", DOCKERFILE.read_text())
+    return {name: image for image, name in stages}
+
+
+def test_dockerfile_targets_and_layers() -> None:
+    text = DOCKERFILE.read_text()
+    targets = dockerfile_targets()
+    assert {"app", "callback"} <= set(targets)
+    assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim$", text)
+    assert "pip install uv" in text
+    assert "uv pip install --system -r requirements.lock" in text
+    assert "uv pip install --system --no-deps -e ." in text
+    users = re.findall(r"(?m)^USER\s+(\S+)", text)
+    assert users, "no USER line"
+    assert all(user not in ("root", "0") for user in users)
+    assert "HEALTHCHECK" in text
+    assert re.search(r'(?m)^CMD \["app"\]$', text)
+    assert re.search(r'(?m)^CMD \["callback"\]$', text)
+
+
+def test_entrypoint_scripts_are_valid_shell() -> None:
+    for script in (ENTRYPOINT, POSTGRES_INIT):
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
+        result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    text = ENTRYPOINT.read_text()
+    assert 'exec uvicorn "$target" --factory --host 0.0.0.0 --port "$port"' in text
+    assert "python -m dashtam.core.init_db" in text
+    assert "python -m dashtam.sandbox --host 0.0.0.0 --port 8282" in text
