@@ -14,7 +14,7 @@ CONFIRM ?=
 export DASHTAM_TEST_WORKERS := $(WORKERS)
 
 .PHONY: help setup certs install up down restart logs status clean migrate migration \
-	db-shell redis-cli test-setup test-up test-down test-status test-logs test-db-shell \
+	keys-rotate db-shell redis-cli test-setup test-up test-down test-status test-logs test-db-shell \
 	test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint format \
 	typecheck ci bench
 
@@ -65,6 +65,9 @@ migrate: install ## Apply migrations to the dev database
 migration: install ## Autogenerate a migration from the models: make migration m="what it does"
 	@test -n "$(m)" || { echo 'usage: make migration m="what it does"'; exit 2; }
 	$(DASHTAM) db revision "$(m)"
+
+keys-rotate: install ## Re-encrypt all provider tokens under the first TOKEN_ENCRYPTION_KEYS key (ENV=test too)
+	$(DASHTAM) keys rotate --env $(ENV)
 
 db-shell: install ## psql on the dev database (ENV=test for test)
 	$(DASHTAM) db shell --env $(ENV)

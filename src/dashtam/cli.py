@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -29,6 +30,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="Provider token encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True, highlight=False)
 
 P = ParamSpec("P")
@@ -223,6 +226,24 @@ def redis_cli(env: EnvOption = EnvName.dev) -> None:
     command = [cli, "-h", settings.REDIS_HOST, "-p", str(settings.REDIS_PORT)]
     command += ["-n", str(settings.redis_db)]
     os.execv(command[0], command)  # noqa: S606 - replaces this process with redis-cli
+
+
+@keys_app.command("rotate")
+@user_errors
+def keys_rotate(env: EnvOption = EnvName.dev) -> None:
+    """Re-encrypt every provider token under the first key of TOKEN_ENCRYPTION_KEYS."""
+    from dashtam.providers.keys import rotate
+
+    count, key_id = asyncio.run(rotate(_profile(env).settings()))
+    console.print(f"re-encrypted {count} provider token row(s) under key {key_id!r}")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new random key; put it first in TOKEN_ENCRYPTION_KEYS as `<new id>:<key>`."""
+    from dashtam.core.crypto import generate_key
+
+    print(generate_key())
 
 
 if __name__ == "__main__":

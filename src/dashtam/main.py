@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,7 +20,10 @@ from dashtam.core.logging import configure_logging
 from dashtam.core.middleware import RequestIdMiddleware
 from dashtam.core.problems import install_error_handlers
 from dashtam.core.redis import RedisKeys, create_redis
+from dashtam.accounts.router import router as accounts_router
 from dashtam.health.router import router as health_router
+from dashtam.providers.oauth import provider_http_client
+from dashtam.providers.router import install as install_providers
 
 API_PREFIX = "/api/v1"
 
@@ -31,18 +35,28 @@ class AppResources:
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     redis: Redis
+    # Outgoing HTTP to providers (Schwab or the sandbox); tests hand in an in-process one.
+    provider_http: httpx.AsyncClient | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppResources:
         engine = create_engine(settings)
-        return cls(engine, create_session_factory(engine), create_redis(settings))
+        return cls(
+            engine,
+            create_session_factory(engine),
+            create_redis(settings),
+            provider_http_client(settings),
+        )
 
     def attach(self, app: FastAPI) -> None:
         app.state.engine = self.engine
         app.state.session_factory = self.session_factory
         app.state.redis = self.redis
+        app.state.provider_http = self.provider_http
 
     async def close(self) -> None:
+        if self.provider_http is not None:
+            await self.provider_http.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -79,4 +93,6 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(health_router)
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
+    install_providers(app, settings, API_PREFIX)
+    app.include_router(accounts_router, prefix=API_PREFIX)
     return app

@@ -92,10 +92,12 @@ class TokenCipher:
         except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError) as exc:
             raise DecryptionError("Ciphertext does not authenticate for this binding.") from exc
 
-    def key_id_of(self, stored: str) -> str:
-        return stored.split(":", 2)[1] if stored.count(":") >= 2 else ""
-
 
 def token_binding(connection_id: object, field: str) -> str:
     """The associated data of one token field of one connection."""
     return f"provider_tokens/{connection_id}/{field}"
+
+
+def generate_key() -> str:
+    """A new random key, base64url, for TOKEN_ENCRYPTION_KEYS."""
+    return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()

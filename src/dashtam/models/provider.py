@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -58,6 +58,7 @@ class ProviderConnection(SQLModel, table=True):
     connected_at: datetime | None = timestamp()
     last_refresh_at: datetime | None = timestamp()
     last_error: str | None = Field(default=None, max_length=500)
+    last_error_code: str | None = Field(default=None, max_length=50)
     last_error_at: datetime | None = timestamp()
     created_at: datetime | None = timestamp(nullable=False, server_now=True)
     updated_at: datetime | None = timestamp(nullable=False, server_now=True, on_update=True)
@@ -82,19 +83,20 @@ class ProviderToken(SQLModel, table=True):
 
 
 class ProviderAuditLog(SQLModel, table=True):
-    """Append-only record of every provider operation; never holds a secret."""
+    """Append-only record of every provider operation; never holds a secret.
+
+    The ids are plain columns, not foreign keys: the trail outlives the provider and user it
+    describes, and a trigger refuses UPDATE and DELETE (ON DELETE SET NULL would be an UPDATE).
+    """
 
     __tablename__ = "provider_audit_logs"
+    __table_args__ = (
+        Index("ix_provider_audit_logs_provider_created", "provider_id", "created_at"),
+    )
 
     id: uuid.UUID = uuid_pk()
-    provider_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(ForeignKey("providers.id", ondelete="SET NULL"), index=True),
-    )
-    user_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(ForeignKey("users.id", ondelete="SET NULL"), index=True),
-    )
+    provider_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = Field(default=None, index=True)
     action: str = Field(sa_column=Column(String(50), nullable=False, index=True))
     outcome: str = Field(max_length=20)
     ip_address: str | None = Field(default=None, sa_column=Column(INET))

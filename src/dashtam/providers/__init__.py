@@ -1,0 +1,1 @@
+"""Provider connections: OAuth with Charles Schwab (or the sandbox), encrypted tokens, audit."""
