@@ -2,6 +2,17 @@
 
 from sqlmodel import SQLModel
 
+from dashtam.models.account import (
+    Account,
+    AccountStatus,
+    AccountType,
+    BalanceSnapshot,
+    Position,
+    SyncRun,
+    SyncStatus,
+    Transaction,
+    TransactionStatus,
+)
 from dashtam.models.auth import (
     AuthAuditLog,
     AuthSession,
@@ -21,16 +32,25 @@ from dashtam.models.user import User
 metadata = SQLModel.metadata
 
 __all__ = [
+    "Account",
+    "AccountStatus",
+    "AccountType",
     "AuthAuditLog",
     "AuthSession",
+    "BalanceSnapshot",
     "ConnectionStatus",
     "EmailToken",
     "EmailTokenPurpose",
+    "Position",
     "Provider",
     "ProviderAuditLog",
     "ProviderConnection",
     "ProviderToken",
     "RefreshToken",
+    "SyncRun",
+    "SyncStatus",
+    "Transaction",
+    "TransactionStatus",
     "User",
     "metadata",
 ]

@@ -1,0 +1,173 @@
+"""Sync run bookkeeping: one active run per connection, claimed under a per-connection lock.
+
+The partial unique index ``uq_sync_runs_one_active`` makes "at most one queued or running run per
+connection" a database fact, so two requests at once get the same run. The PostgreSQL advisory lock
+says whether a process is really working on it: it dies with the process's connection, so a
+``running`` run whose lock is free was abandoned and may be taken over.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
+
+from dashtam.models.account import (
+    ACTIVE_SYNC_PREDICATE,
+    ACTIVE_SYNC_STATUSES,
+    SyncRun,
+    SyncStatus,
+)
+from dashtam.models.base import utcnow
+from dashtam.models.provider import ConnectionStatus, ProviderConnection
+
+_active = col(SyncRun.status).in_(ACTIVE_SYNC_STATUSES)
+
+
+def lock_key(connection_id: uuid.UUID) -> int:
+    """The advisory lock id of a connection: its UUID's first 8 bytes as a signed bigint."""
+    return int.from_bytes(connection_id.bytes[:8], "big", signed=True)
+
+
+async def try_lock(conn: AsyncConnection, connection_id: uuid.UUID) -> bool:
+    """Session-level, so it outlives transactions on ``conn`` and ends with the connection."""
+    locked = await conn.scalar(select(func.pg_try_advisory_lock(lock_key(connection_id))))
+    return bool(locked)
+
+
+async def unlock(conn: AsyncConnection, connection_id: uuid.UUID) -> None:
+    await conn.execute(select(func.pg_advisory_unlock(lock_key(connection_id))))
+
+
+async def request_run(
+    conn: AsyncConnection, connection_id: uuid.UUID, trigger: str
+) -> tuple[uuid.UUID, bool]:
+    """The connection's active run, creating a queued one if there is none; (id, created)."""
+    while True:
+        created = await conn.scalar(
+            insert(SyncRun)
+            .values(id=uuid.uuid4(), connection_id=connection_id, trigger=trigger)
+            .on_conflict_do_nothing(
+                index_elements=["connection_id"], index_where=text(ACTIVE_SYNC_PREDICATE)
+            )
+            .returning(col(SyncRun.id))
+        )
+        if created is not None:
+            return created, True
+        existing = await conn.scalar(
+            select(col(SyncRun.id)).where(col(SyncRun.connection_id) == connection_id, _active)
+        )
+        if existing is not None:  # else it finished in between: try again
+            return existing, False
+
+
+async def claim(conn: AsyncConnection, run_id: uuid.UUID) -> uuid.UUID | None:
+    """Mark the run running (again, on a takeover); its connection id, or None if it is over."""
+    return await conn.scalar(
+        update(SyncRun)
+        .where(col(SyncRun.id) == run_id, _active)
+        .values(
+            status=SyncStatus.RUNNING.value,
+            attempts=SyncRun.attempts + 1,
+            started_at=func.coalesce(SyncRun.started_at, func.now()),
+            error=None,
+        )
+        .returning(col(SyncRun.connection_id))
+    )
+
+
+async def connection_of(conn: AsyncConnection, run_id: uuid.UUID) -> uuid.UUID | None:
+    """The connection of a run that is still queued or running."""
+    return await conn.scalar(
+        select(col(SyncRun.connection_id)).where(col(SyncRun.id) == run_id, _active)
+    )
+
+
+async def set_window(
+    conn: AsyncConnection, run_id: uuid.UUID, start: datetime, end: datetime, accounts: int
+) -> None:
+    await conn.execute(
+        update(SyncRun)
+        .where(col(SyncRun.id) == run_id)
+        .values(window_start=start, window_end=end, accounts_total=accounts)
+    )
+
+
+_ADD_PROGRESS = text(
+    """
+    UPDATE sync_runs SET pages = pages + :pages, rows_fetched = rows_fetched + :rows,
+        inserted = inserted + :inserted, updated = updated + :updated,
+        unchanged = unchanged + :unchanged, marked_missing = marked_missing + :missing,
+        accounts_done = accounts_done + :accounts
+    WHERE id = :run_id
+    """
+)
+
+
+async def add_progress(
+    conn: AsyncConnection,
+    run_id: uuid.UUID,
+    *,
+    pages: int = 0,
+    rows: int = 0,
+    inserted: int = 0,
+    updated: int = 0,
+    unchanged: int = 0,
+    missing: int = 0,
+    accounts: int = 0,
+) -> None:
+    """Counters move in the same transaction as the batch they describe."""
+    await conn.execute(
+        _ADD_PROGRESS,
+        {
+            "run_id": run_id,
+            "pages": pages,
+            "rows": rows,
+            "inserted": inserted,
+            "updated": updated,
+            "unchanged": unchanged,
+            "missing": missing,
+            "accounts": accounts,
+        },
+    )
+
+
+async def finish(conn: AsyncConnection, run_id: uuid.UUID, error: str | None = None) -> None:
+    status = SyncStatus.FAILED if error else SyncStatus.SUCCEEDED
+    await conn.execute(
+        update(SyncRun)
+        .where(col(SyncRun.id) == run_id)
+        .values(status=status.value, finished_at=utcnow(), error=error and error[:500])
+    )
+
+
+async def mark_needs_reauth(conn: AsyncConnection, connection_id: uuid.UUID, reason: str) -> None:
+    await conn.execute(
+        update(ProviderConnection)
+        .where(col(ProviderConnection.id) == connection_id)
+        .values(
+            status=ConnectionStatus.NEEDS_REAUTH.value,
+            last_error=reason[:500],
+            last_error_at=utcnow(),
+        )
+    )
+
+
+async def abandoned_runs(conn: AsyncConnection) -> list[tuple[uuid.UUID, int]]:
+    """(id, attempts) of active runs whose lock no process holds: their worker died, or their
+    job is still waiting in the queue. Probing takes each free lock for an instant; a job that
+    collides with the probe retries.
+    """
+    query = select(col(SyncRun.id), col(SyncRun.connection_id), col(SyncRun.attempts)).where(
+        _active
+    )
+    abandoned = []
+    for run_id, connection_id, attempts in (await conn.execute(query)).all():
+        if await try_lock(conn, connection_id):
+            await unlock(conn, connection_id)
+            abandoned.append((run_id, attempts))
+    return abandoned

@@ -1,0 +1,269 @@
+"""Bulk writes of synced data: one statement per batch, and nothing written when nothing changed.
+
+Batches are passed as arrays and expanded with ``unnest`` (see docs/accounts.md for why this beats
+COPY into a staging table at our batch sizes); amounts travel as decimal text and are cast to
+NUMERIC by PostgreSQL, so no float is ever involved.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dashtam.accounts.schwab import AccountSnapshot, PositionRecord, TransactionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    id: uuid.UUID
+    provider_account_id: str
+    transactions_synced_to: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    marked_missing: int = 0
+
+
+_UPSERT_ACCOUNTS = text(
+    """
+    INSERT INTO accounts AS a (id, connection_id, provider_account_id, number_last4, type, name,
+                               currency, status, last_synced_at)
+    SELECT gen_random_uuid(), :connection_id, u.provider_id, u.last4, u.type, u.name,
+           'USD', 'active', :now
+    FROM unnest(CAST(:provider_ids AS text[]), CAST(:last4s AS text[]),
+                CAST(:types AS text[]), CAST(:names AS text[])) AS u(provider_id, last4, type, name)
+    ON CONFLICT (connection_id, provider_account_id) DO UPDATE
+    SET number_last4 = EXCLUDED.number_last4, type = EXCLUDED.type, name = EXCLUDED.name,
+        status = 'active', last_synced_at = EXCLUDED.last_synced_at
+    RETURNING a.id, a.provider_account_id, a.transactions_synced_to
+    """
+)
+_CLOSE_UNLISTED = text(
+    """
+    UPDATE accounts SET status = 'closed'
+    WHERE connection_id = :connection_id AND status = 'active'
+      AND provider_account_id <> ALL(CAST(:provider_ids AS text[]))
+    """
+)
+
+
+async def upsert_accounts(
+    conn: AsyncConnection,
+    connection_id: uuid.UUID,
+    snapshots: Sequence[AccountSnapshot],
+    now: datetime,
+) -> list[StoredAccount]:
+    """Insert or refresh the listed accounts; ones the provider stopped listing become closed."""
+    accounts = [s.account for s in snapshots]
+    provider_ids = [a.provider_account_id for a in accounts]
+    result = await conn.execute(
+        _UPSERT_ACCOUNTS,
+        {
+            "connection_id": connection_id,
+            "now": now,
+            "provider_ids": provider_ids,
+            "last4s": [a.number_last4 for a in accounts],
+            "types": [a.type for a in accounts],
+            "names": [a.name for a in accounts],
+        },
+    )
+    stored = [StoredAccount(row[0], row[1], row[2]) for row in result]
+    await conn.execute(
+        _CLOSE_UNLISTED, {"connection_id": connection_id, "provider_ids": provider_ids}
+    )
+    return stored
+
+
+_INSERT_BALANCES_IF_CHANGED = text(
+    """
+    INSERT INTO balance_snapshots (id, account_id, as_of, cash_balance, buying_power,
+        available_funds, liquidation_value, long_market_value, short_market_value,
+        maintenance_requirement, content_hash, raw)
+    SELECT :id, :account_id, :now, CAST(:cash AS numeric), CAST(:buying_power AS numeric),
+        CAST(:available AS numeric), CAST(:liquidation AS numeric), CAST(:long AS numeric),
+        CAST(:short AS numeric), CAST(:maintenance AS numeric), CAST(:hash AS varchar),
+        CAST(:raw AS jsonb)
+    WHERE (SELECT content_hash FROM balance_snapshots WHERE account_id = :account_id
+           ORDER BY as_of DESC LIMIT 1) IS DISTINCT FROM CAST(:hash AS varchar)
+    """
+)
+
+
+async def save_balances(
+    conn: AsyncConnection, account_id: uuid.UUID, snapshot: AccountSnapshot, now: datetime
+) -> bool:
+    """A new snapshot only when the balances differ from the latest one; True if written."""
+    balances = snapshot.balances
+    result = await conn.execute(
+        _INSERT_BALANCES_IF_CHANGED,
+        {
+            "id": uuid.uuid4(),
+            "account_id": account_id,
+            "now": now,
+            "cash": balances.cash_balance,
+            "buying_power": balances.buying_power,
+            "available": balances.available_funds,
+            "liquidation": balances.liquidation_value,
+            "long": balances.long_market_value,
+            "short": balances.short_market_value,
+            "maintenance": balances.maintenance_requirement,
+            "hash": balances.content_hash,
+            "raw": json.dumps(balances.raw),
+        },
+    )
+    return result.rowcount > 0
+
+
+_CLAIM_POSITIONS = text(
+    """
+    UPDATE accounts SET positions_hash = CAST(:hash AS varchar)
+    WHERE id = :account_id AND positions_hash IS DISTINCT FROM CAST(:hash AS varchar)
+    """
+)
+_DELETE_POSITIONS = text("DELETE FROM positions WHERE account_id = :account_id")
+_INSERT_POSITIONS = text(
+    """
+    INSERT INTO positions (account_id, symbol, asset_type, cusip, description, long_quantity,
+        short_quantity, average_price, market_value, day_profit_loss, day_profit_loss_percent,
+        as_of)
+    SELECT :account_id, u.symbol, u.asset_type, u.cusip, u.description, u.long::numeric,
+        u.short::numeric, u.average::numeric, u.value::numeric, u.day::numeric,
+        u.day_percent::numeric, :now
+    FROM unnest(CAST(:symbols AS text[]), CAST(:asset_types AS text[]), CAST(:cusips AS text[]),
+                CAST(:descriptions AS text[]), CAST(:longs AS text[]), CAST(:shorts AS text[]),
+                CAST(:averages AS text[]), CAST(:values AS text[]), CAST(:days AS text[]),
+                CAST(:day_percents AS text[]))
+         AS u(symbol, asset_type, cusip, description, long, short, average, value, day,
+              day_percent)
+    """
+)
+
+
+async def replace_positions(
+    conn: AsyncConnection,
+    account_id: uuid.UUID,
+    positions: Sequence[PositionRecord],
+    positions_hash: str,
+    now: datetime,
+) -> bool:
+    """Swap the account's positions for these, unless they are what is stored; True if swapped.
+
+    Runs inside the caller's transaction, so readers see the old set or the new one, never a mix.
+    """
+    claimed = await conn.execute(
+        _CLAIM_POSITIONS, {"account_id": account_id, "hash": positions_hash}
+    )
+    if claimed.rowcount == 0:
+        return False
+    await conn.execute(_DELETE_POSITIONS, {"account_id": account_id})
+    if positions:
+        await conn.execute(
+            _INSERT_POSITIONS,
+            {
+                "account_id": account_id,
+                "now": now,
+                "symbols": [p.symbol for p in positions],
+                "asset_types": [p.asset_type for p in positions],
+                "cusips": [p.cusip for p in positions],
+                "descriptions": [p.description for p in positions],
+                "longs": [p.long_quantity for p in positions],
+                "shorts": [p.short_quantity for p in positions],
+                "averages": [p.average_price for p in positions],
+                "values": [p.market_value for p in positions],
+                "days": [p.day_profit_loss for p in positions],
+                "day_percents": [p.day_profit_loss_percent for p in positions],
+            },
+        )
+    return True
+
+
+# Upsert the batch and mark what the window no longer returns, in one statement. The two CTEs
+# touch disjoint rows (ids in the batch / ids not in it), so neither sees the other's changes.
+_WRITE_TRANSACTIONS = text(
+    """
+    WITH batch AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:times AS timestamptz[]),
+            CAST(:trade_dates AS timestamptz[]), CAST(:settlement_dates AS timestamptz[]),
+            CAST(:types AS text[]), CAST(:statuses AS text[]), CAST(:descriptions AS text[]),
+            CAST(:symbols AS text[]), CAST(:amounts AS text[]), CAST(:items AS text[]),
+            CAST(:hashes AS text[]))
+        AS u(provider_id, time, trade_date, settlement_date, type, status, description, symbol,
+             amount, items, content_hash)
+    ),
+    upserted AS (
+        INSERT INTO transactions AS t (account_id, provider_transaction_id, time, trade_date,
+            settlement_date, type, status, description, symbol, net_amount, items, content_hash)
+        SELECT :account_id, provider_id, time, trade_date, settlement_date, type, status,
+            description, symbol, amount::numeric, items::jsonb, content_hash
+        FROM batch
+        ON CONFLICT (account_id, provider_transaction_id) DO UPDATE
+        SET time = EXCLUDED.time, trade_date = EXCLUDED.trade_date,
+            settlement_date = EXCLUDED.settlement_date, type = EXCLUDED.type,
+            status = EXCLUDED.status, description = EXCLUDED.description,
+            symbol = EXCLUDED.symbol, net_amount = EXCLUDED.net_amount, items = EXCLUDED.items,
+            content_hash = EXCLUDED.content_hash, missing_since = NULL, updated_at = now()
+        WHERE t.content_hash <> EXCLUDED.content_hash OR t.missing_since IS NOT NULL
+        RETURNING xmax = 0 AS inserted
+    ),
+    missing AS (
+        UPDATE transactions SET missing_since = :now, updated_at = now()
+        WHERE account_id = :account_id AND time >= :window_start AND time < :window_end
+          AND missing_since IS NULL
+          AND provider_transaction_id <> ALL(CAST(:ids AS text[]))
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FILTER (WHERE inserted) FROM upserted),
+           (SELECT count(*) FILTER (WHERE NOT inserted) FROM upserted),
+           (SELECT count(*) FROM missing)
+    """
+)
+
+
+async def write_transactions(
+    conn: AsyncConnection,
+    account_id: uuid.UUID,
+    window: tuple[datetime, datetime],
+    records: Sequence[TransactionRecord],
+    now: datetime,
+) -> WriteCounts:
+    """Make the stored window ``[start, end)`` equal what the provider returned for it.
+
+    New ids are inserted, changed ones (content hash differs, e.g. pending -> posted) updated,
+    equal ones left untouched, and stored ones the provider no longer returns marked missing.
+    """
+    unique = list({r.provider_transaction_id: r for r in records}.values())
+    row = (
+        await conn.execute(
+            _WRITE_TRANSACTIONS,
+            {
+                "account_id": account_id,
+                "now": now,
+                "window_start": window[0],
+                "window_end": window[1],
+                "ids": [r.provider_transaction_id for r in unique],
+                "times": [r.time for r in unique],
+                "trade_dates": [r.trade_date for r in unique],
+                "settlement_dates": [r.settlement_date for r in unique],
+                "types": [r.type for r in unique],
+                "statuses": [r.status for r in unique],
+                "descriptions": [r.description for r in unique],
+                "symbols": [r.symbol for r in unique],
+                "amounts": [r.net_amount for r in unique],
+                "items": [r.items for r in unique],
+                "hashes": [r.content_hash for r in unique],
+            },
+        )
+    ).one()
+    inserted, updated, missing = int(row[0]), int(row[1]), int(row[2])
+    return WriteCounts(inserted, updated, len(unique) - inserted - updated, missing)

@@ -1,0 +1,267 @@
+"""Sync one connection: accounts, balances and positions, then transactions window by window.
+
+Transactions are streamed: windows are fetched oldest first, one ahead of the writer, and each
+window is written and committed as a whole together with the account's watermark and the run's
+counters. A run that dies keeps every window it committed and nothing of the rest; the next run
+starts from the watermark, so there is neither a gap nor a duplicate.
+
+A window that comes back at the provider's row cap is incomplete: it is split (its size cut to
+what the returned rows suggest, at least halved) and fetched again, until no window is capped.
+Window sizes then adapt to the density seen so far, aiming well under the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import col
+
+from dashtam.accounts import runs
+from dashtam.accounts.schwab import (
+    MAX_TRANSACTIONS_PER_CALL,
+    MAX_WINDOW,
+    NeedsReauth,
+    SyncError,
+    TraderClient,
+    TransactionRecord,
+)
+from dashtam.accounts.store import (
+    StoredAccount,
+    WriteCounts,
+    replace_positions,
+    save_balances,
+    upsert_accounts,
+    write_transactions,
+)
+from dashtam.core.config import Settings
+from dashtam.models.account import Account, Transaction, TransactionStatus
+from dashtam.models.base import utcnow
+
+MIN_WINDOW = timedelta(seconds=1)
+TARGET_ROWS = MAX_TRANSACTIONS_PER_CALL // 2
+
+TransactionWriter = Callable[
+    [AsyncConnection, uuid.UUID, tuple[datetime, datetime], Sequence[TransactionRecord], datetime],
+    Awaitable[WriteCounts],
+]
+ClientFactory = Callable[[uuid.UUID], AbstractAsyncContextManager[TraderClient]]
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    history: timedelta = timedelta(days=730)
+    overlap: timedelta = timedelta(days=7)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SyncOptions:
+        return cls(
+            timedelta(days=settings.SYNC_HISTORY_DAYS), timedelta(days=settings.SYNC_OVERLAP_DAYS)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: datetime
+    end: datetime
+    records: list[TransactionRecord]
+    calls: int  # requests it took, counting capped answers that were thrown away
+
+
+async def transaction_windows(
+    client: TraderClient, account_hash: str, start: datetime, end: datetime
+) -> AsyncIterator[Window]:
+    """Complete windows covering ``[start, end)`` in order, none of them capped."""
+    span = MAX_WINDOW
+    calls = 0
+    while start < end:
+        stop = min(start + span, end)
+        page = await client.transactions(account_hash, start, stop)
+        calls += 1
+        if page.capped:
+            whole = stop - start
+            if whole <= MIN_WINDOW:
+                raise SyncError("more transactions in one second than the provider returns")
+            guess = whole / 2
+            if page.records:  # the rows' spread hints at the density
+                newest = max(r.time for r in page.records)
+                guess = (newest - start) * TARGET_ROWS / len(page.records)
+            span = max(MIN_WINDOW, min(whole / 2, guess))
+            continue
+        yield Window(start, stop, page.records, calls)
+        rows, calls = len(page.records), 0
+        span = MAX_WINDOW if rows == 0 else min(MAX_WINDOW, (stop - start) * TARGET_ROWS / rows)
+        span = max(span, MIN_WINDOW)
+        start = stop
+
+
+class ConnectionSync:
+    """One attempt at a run; everything it needs is handed in."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        client: TraderClient,
+        run_id: uuid.UUID,
+        connection_id: uuid.UUID,
+        options: SyncOptions,
+        writer: TransactionWriter = write_transactions,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.run_id = run_id
+        self.connection_id = connection_id
+        self.options = options
+        self.writer = writer
+        self.now = utcnow()
+
+    async def run(self) -> None:
+        accounts = await self._accounts()
+        starts = {a.id: await self._start(a) for a in accounts}
+        async with self.engine.begin() as conn:
+            first = min(starts.values(), default=self.now)
+            await runs.set_window(conn, self.run_id, first, self.now, len(accounts))
+        for account in accounts:
+            await self._transactions(account, starts[account.id])
+
+    async def _accounts(self) -> list[StoredAccount]:
+        snapshots = await self.client.accounts()
+        async with self.engine.begin() as conn:
+            stored = await upsert_accounts(conn, self.connection_id, snapshots, self.now)
+            ids = {a.provider_account_id: a.id for a in stored}
+            for snapshot in snapshots:
+                account_id = ids[snapshot.account.provider_account_id]
+                await save_balances(conn, account_id, snapshot, self.now)
+                await replace_positions(
+                    conn, account_id, snapshot.positions, snapshot.positions_hash, self.now
+                )
+            await runs.add_progress(conn, self.run_id, pages=3)
+        return stored
+
+    async def _start(self, account: StoredAccount) -> datetime:
+        """From the watermark less the overlap, or the oldest still-pending transaction."""
+        earliest = self.now - self.options.history
+        if account.transactions_synced_to is None:
+            return earliest
+        start = account.transactions_synced_to - self.options.overlap
+        async with self.engine.connect() as conn:
+            pending = await conn.scalar(
+                select(func.min(col(Transaction.time))).where(
+                    col(Transaction.account_id) == account.id,
+                    col(Transaction.status) == TransactionStatus.PENDING.value,
+                    col(Transaction.missing_since).is_(None),
+                )
+            )
+        return max(earliest, min(start, pending) if pending else start)
+
+    async def _transactions(self, account: StoredAccount, start: datetime) -> None:
+        """Fetch the next window while the current one is being written (a queue of one)."""
+        queue: asyncio.Queue[Window | BaseException | None] = asyncio.Queue(maxsize=1)
+
+        async def fetch() -> None:
+            try:
+                async for window in transaction_windows(
+                    self.client, account.provider_account_id, start, self.now
+                ):
+                    await queue.put(window)
+                await queue.put(None)
+            except Exception as exc:  # handed to the writer, which raises it
+                await queue.put(exc)
+
+        fetcher = asyncio.create_task(fetch())
+        try:
+            while (window := await queue.get()) is not None:
+                if isinstance(window, BaseException):
+                    raise window
+                await self._write(account, window)
+        finally:
+            fetcher.cancel()
+        async with self.engine.begin() as conn:
+            await runs.add_progress(conn, self.run_id, accounts=1)
+
+    async def _write(self, account: StoredAccount, window: Window) -> None:
+        async with self.engine.begin() as conn:
+            counts = await self.writer(
+                conn, account.id, (window.start, window.end), window.records, self.now
+            )
+            await conn.execute(
+                update(Account)
+                .where(col(Account.id) == account.id)
+                .values(transactions_synced_to=window.end)
+            )
+            await runs.add_progress(
+                conn,
+                self.run_id,
+                pages=window.calls,
+                rows=len(window.records),
+                inserted=counts.inserted,
+                updated=counts.updated,
+                unchanged=counts.unchanged,
+                missing=counts.marked_missing,
+            )
+
+
+class Outcome(StrEnum):
+    """What became of a job's attempt at a run (for logs and tests)."""
+
+    DONE = "done"  # the run was already over
+    BUSY = "busy"  # another process holds the connection's lock
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+async def execute_run(
+    engine: AsyncEngine,
+    run_id: uuid.UUID,
+    connect: ClientFactory,
+    options: SyncOptions,
+    writer: TransactionWriter = write_transactions,
+) -> Outcome:
+    """Run (or take over) a sync run while holding its connection's lock.
+
+    Sync errors end the run as failed with their message; a cancelled attempt (worker shutdown)
+    leaves it running, for the retried job to take over.
+    """
+    async with engine.connect() as lock:
+        connection_id = await runs.connection_of(lock, run_id)
+        if connection_id is None:
+            return Outcome.DONE
+        if not await runs.try_lock(lock, connection_id):
+            await lock.commit()
+            return Outcome.BUSY
+        try:
+            await lock.commit()
+            async with engine.begin() as conn:
+                if await runs.claim(conn, run_id) is None:
+                    return Outcome.DONE
+            try:
+                async with connect(connection_id) as client:
+                    await ConnectionSync(
+                        engine, client, run_id, connection_id, options, writer
+                    ).run()
+            except NeedsReauth as exc:
+                async with engine.begin() as conn:
+                    await runs.mark_needs_reauth(conn, connection_id, str(exc))
+                    await runs.finish(conn, run_id, f"needs_reauth: {exc}")
+                return Outcome.FAILED
+            except SyncError as exc:
+                async with engine.begin() as conn:
+                    await runs.finish(conn, run_id, str(exc))
+                return Outcome.FAILED
+            except Exception as exc:  # a bug or a lost database: record it, let the job log it
+                async with engine.begin() as conn:
+                    await runs.finish(conn, run_id, f"internal error ({type(exc).__name__})")
+                raise
+            async with engine.begin() as conn:
+                await runs.finish(conn, run_id)
+            return Outcome.SUCCEEDED
+        finally:
+            await runs.unlock(lock, connection_id)
+            await lock.commit()

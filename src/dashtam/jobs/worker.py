@@ -1,0 +1,224 @@
+"""The background worker (arq): sync jobs and the scheduled upkeep of connections.
+
+Every job is idempotent, so arq's at-least-once delivery is safe: a sync job works on a run
+under the connection's advisory lock and does nothing once the run is over; the cron jobs
+only act on what the database says still needs doing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from arq import Retry, Worker, cron, func
+from arq.connections import ArqRedis
+from arq.cron import CronJob
+from arq.typing import WorkerCoroutine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from dashtam.accounts import runs
+from dashtam.accounts.schwab import RetryPolicy, SyncError, TraderClient
+from dashtam.accounts.sync import Outcome, SyncOptions, execute_run
+from dashtam.accounts.tokens import ConnectionTokens
+from dashtam.core.config import Settings
+from dashtam.core.database import create_engine, create_session_factory
+from dashtam.jobs.queue import SYNC_JOB, enqueue_sync, queue_name, redis_settings
+from dashtam.models.base import utcnow
+from dashtam.providers.registry import schwab_spec
+
+logger = logging.getLogger("dashtam.jobs")
+BUSY_RETRY_SECONDS = 2
+LOGIN_EXPIRY_WARNING = timedelta(hours=24)
+LOGIN_EXPIRING = "login_expiring"
+
+
+@dataclass
+class WorkerDeps:
+    """What jobs talk to; made at worker start-up, closed at shutdown."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient
+
+    @classmethod
+    def create(cls, settings: Settings) -> WorkerDeps:
+        engine = create_engine(settings, pool_size=settings.WORKER_MAX_JOBS + 2)
+        http = httpx.AsyncClient(
+            base_url=schwab_spec(settings).base_url,
+            timeout=settings.PROVIDER_HTTP_TIMEOUT_SECONDS,
+        )
+        return cls(settings, engine, create_session_factory(engine), http)
+
+    def tokens(self, connection_id: uuid.UUID) -> ConnectionTokens:
+        return ConnectionTokens(self.session_factory, self.http, self.settings, connection_id)
+
+    @asynccontextmanager
+    async def trader(self, connection_id: uuid.UUID) -> AsyncIterator[TraderClient]:
+        policy = RetryPolicy.from_settings(self.settings)
+        yield TraderClient(self.http, self.tokens(connection_id), policy)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def _deps(ctx: dict[str, Any]) -> WorkerDeps:
+    deps: WorkerDeps = ctx["deps"]
+    return deps
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    ctx["deps"] = WorkerDeps.create(ctx["settings"])
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await _deps(ctx).close()
+
+
+async def sync_connection(ctx: dict[str, Any], run_id: str) -> str:
+    deps = _deps(ctx)
+    options = SyncOptions.from_settings(deps.settings)
+    outcome = await execute_run(deps.engine, uuid.UUID(run_id), deps.trader, options)
+    if outcome is Outcome.BUSY:  # a probe or a finishing run holds the lock for a moment
+        raise Retry(defer=BUSY_RETRY_SECONDS)
+    logger.info("sync run %s: %s", run_id, outcome.value)
+    return outcome.value
+
+
+async def recover_abandoned_runs(ctx: dict[str, Any]) -> int:
+    """Queue a job for every active run nobody works on: a killed worker's run is taken over."""
+    deps = _deps(ctx)
+    pool: ArqRedis = ctx["redis"]
+    async with deps.engine.connect() as conn:
+        abandoned = await runs.abandoned_runs(conn)
+    queued = 0
+    for run_id, attempts in abandoned:
+        queued += await enqueue_sync(pool, deps.settings, run_id, attempts)
+    return queued
+
+
+_DUE_CONNECTIONS = text(
+    """
+    SELECT c.id FROM provider_connections c
+    WHERE c.status = 'active'
+      AND NOT EXISTS (SELECT 1 FROM sync_runs r WHERE r.connection_id = c.id
+                      AND (r.status IN ('queued', 'running') OR r.created_at > :since))
+    """
+)
+
+
+async def schedule_due_syncs(ctx: dict[str, Any]) -> int:
+    """Start a sync for each active connection without one in the last SYNC_INTERVAL_SECONDS."""
+    deps = _deps(ctx)
+    since = utcnow() - timedelta(seconds=deps.settings.SYNC_INTERVAL_SECONDS)
+    async with deps.engine.begin() as conn:
+        due = list(await conn.scalars(_DUE_CONNECTIONS, {"since": since}))
+        requested = [(await runs.request_run(conn, c, "scheduled"))[0] for c in due]
+    for run_id in requested:
+        await enqueue_sync(ctx["redis"], deps.settings, run_id)
+    return len(requested)
+
+
+_EXPIRING_ACCESS = text(
+    """
+    SELECT t.connection_id FROM provider_tokens t
+    JOIN provider_connections c ON c.id = t.connection_id
+    WHERE c.status = 'active' AND t.access_expires_at < :before
+    """
+)
+
+
+async def refresh_expiring_tokens(ctx: dict[str, Any]) -> int:
+    """Refresh access tokens that expire within the refresh leeway (or the next minute)."""
+    deps = _deps(ctx)
+    leeway = deps.settings.PROVIDER_REFRESH_LEEWAY_SECONDS + 60
+    async with deps.engine.connect() as conn:
+        before = utcnow() + timedelta(seconds=leeway)
+        expiring = list(await conn.scalars(_EXPIRING_ACCESS, {"before": before}))
+    refreshed = 0
+    for connection_id in expiring:
+        try:
+            await deps.tokens(connection_id).access_token()
+            refreshed += 1
+        except SyncError as exc:  # recorded on the connection by the providers package
+            logger.warning("token refresh for connection %s failed: %s", connection_id, exc)
+    return refreshed
+
+
+_FLAG_EXPIRING_LOGINS = text(
+    """
+    UPDATE provider_connections c
+    SET last_error_code = :code, last_error = :message, last_error_at = now()
+    FROM provider_tokens t
+    WHERE t.connection_id = c.id AND c.status = 'active'
+      AND t.refresh_expires_at < :before
+      AND c.last_error_code IS DISTINCT FROM :code
+    """
+)
+
+
+async def flag_expiring_logins(ctx: dict[str, Any]) -> int:
+    """Warn (on the connection) when its provider login ends within 24 hours."""
+    deps = _deps(ctx)
+    async with deps.engine.begin() as conn:
+        result = await conn.execute(
+            _FLAG_EXPIRING_LOGINS,
+            {
+                "code": LOGIN_EXPIRING,
+                "message": "The provider login ends within 24 hours; connect again to keep "
+                "syncing.",
+                "before": utcnow() + LOGIN_EXPIRY_WARNING,
+            },
+        )
+    return result.rowcount
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """arq Worker arguments; cron names carry the key prefix because arq derives job ids
+    from them."""
+    prefix = settings.REDIS_KEY_PREFIX
+
+    def every_minute(job: WorkerCoroutine, *, at_startup: bool = False) -> CronJob:
+        return cron(job, name=prefix + job.__qualname__, second=0, run_at_startup=at_startup)
+
+    return {
+        "functions": [
+            func(
+                sync_connection,
+                name=SYNC_JOB,
+                timeout=settings.SYNC_JOB_TIMEOUT_SECONDS,
+                max_tries=10,
+            )
+        ],
+        "cron_jobs": [
+            every_minute(recover_abandoned_runs, at_startup=True),
+            every_minute(schedule_due_syncs),
+            every_minute(refresh_expiring_tokens),
+            cron(
+                flag_expiring_logins,
+                name=prefix + "flag_expiring_logins",
+                minute=0,
+                second=0,
+                run_at_startup=True,
+            ),
+        ],
+        "queue_name": queue_name(settings),
+        "redis_settings": redis_settings(settings),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+        "health_check_interval": settings.WORKER_HEALTH_CHECK_SECONDS,
+        "max_jobs": settings.WORKER_MAX_JOBS,
+    }
+
+
+def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    return Worker(**(worker_options(settings) | overrides))
