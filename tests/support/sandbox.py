@@ -1,0 +1,131 @@
+"""The Schwab sandbox for sync tests and benchmarks: a login without a browser, a subprocess
+server on a free port, and the database rows a synced connection hangs from."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashtam.models import Provider, ProviderConnection, User
+from dashtam.sandbox.config import SandboxConfig
+
+
+class SandboxTokens:
+    """A TokenSource that logs in to a sandbox directly (authorize -> approve -> token)."""
+
+    def __init__(self, http: httpx.AsyncClient, config: SandboxConfig) -> None:
+        self.http = http
+        self.config = config
+        self.redirect_uri = config.redirect_uris[0]
+        self._access: str | None = None
+        self._refresh: str | None = None
+        self.refreshes = 0
+
+    def _basic(self) -> dict[str, str]:
+        raw = f"{self.config.client_id}:{self.config.client_secret}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+    async def _token(self, form: dict[str, str]) -> None:
+        response = await self.http.post("/v1/oauth/token", data=form, headers=self._basic())
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        self._access, self._refresh = body["access_token"], body["refresh_token"]
+
+    async def login(self) -> None:
+        form = {
+            "response_type": "code",
+            "client_id": self.config.client_id,
+            "redirect_uri": self.redirect_uri,
+            "state": "s",
+            "action": "approve",
+        }
+        response = await self.http.post("/v1/oauth/authorize", data=form)
+        assert response.status_code == 302, response.text
+        code = parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
+        grant = {"grant_type": "authorization_code", "code": code}
+        await self._token(grant | {"redirect_uri": self.redirect_uri})
+
+    async def access_token(self) -> str:
+        if self._access is None:
+            await self.login()
+        assert self._access is not None
+        return self._access
+
+    async def refreshed_token(self) -> str:
+        self.refreshes += 1
+        assert self._refresh is not None
+        await self._token({"grant_type": "refresh_token", "refresh_token": self._refresh})
+        assert self._access is not None
+        return self._access
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def sandbox_process(**config: str) -> Iterator[str]:
+    """`python -m dashtam.sandbox` on a free port, sized by SANDBOX_* values; yields its URL."""
+    port = free_port()
+    env = {**os.environ, **{f"SANDBOX_{k.upper()}": v for k, v in config.items()}}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dashtam.sandbox", "--port", str(port), "--log-level", "warning"],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/sandbox/stats", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, "the sandbox exited"
+            assert time.monotonic() < deadline, "the sandbox did not start in time"
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def create_connection(engine: AsyncEngine, *, status: str = "active") -> ProviderConnection:
+    """A committed user -> provider -> connection chain (delete the user to clean up)."""
+    user = User(email=f"sync-{uuid.uuid4().hex[:12]}@example.com", name="Sync", password_hash="x")
+    provider = Provider(user_id=user.id, provider_key="schwab", alias="Schwab")
+    connection = ProviderConnection(provider_id=provider.id, status=status)
+    async with engine.begin() as conn:
+        for row in (user, provider, connection):
+            table = type(row).__table__  # type: ignore[attr-defined]
+            values = row.model_dump(exclude_none=True)
+            await conn.execute(table.insert().values(**values))
+    return connection
+
+
+async def delete_owner(engine: AsyncEngine, connection: ProviderConnection) -> None:
+    """Remove the user behind a connection; everything synced goes with it (cascades)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "DELETE FROM users WHERE id = (SELECT p.user_id FROM providers p "
+                "WHERE p.id = :provider_id)"
+            ),
+            {"provider_id": connection.provider_id},
+        )
