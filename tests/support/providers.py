@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import FastAPI
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from dashtam.core.config import Settings
 from dashtam.core.crypto import TokenCipher
-from dashtam.models import ProviderConnection, ProviderToken
+from dashtam.models import Provider, ProviderConnection, ProviderToken, User
+from dashtam.models.base import utcnow
 from dashtam.providers.dependencies import CALLBACK_SECRET_HEADER
-from dashtam.providers.tokens import ACCESS_TOKEN, ID_TOKEN, REFRESH_TOKEN, reveal
+from dashtam.providers.oauth import TokenGrant, exchange_code, pkce_pair
+from dashtam.providers.registry import schwab_spec
+from dashtam.providers.tokens import ACCESS_TOKEN, ID_TOKEN, REFRESH_TOKEN, reveal, store_grant
+from dashtam.sandbox.app import create_app as create_sandbox
+from dashtam.sandbox.config import SandboxConfig
 
 API = "/api/v1"
 CALLBACK = f"{API}/internal/oauth/callback"
@@ -109,3 +117,59 @@ async def plaintext_tokens(
     assert token is not None
     values = [reveal(cipher, token, field) for field in (ACCESS_TOKEN, REFRESH_TOKEN, ID_TOKEN)]
     return [value for value in values if value]
+
+
+def in_process_sandbox(settings: Settings) -> FastAPI:
+    """A fresh sandbox that accepts the app's redirect URI and insists on PKCE."""
+    return create_sandbox(
+        SandboxConfig(redirect_uris=[settings.SCHWAB_REDIRECT_URI], pkce_required=True)
+    )
+
+
+def sandbox_client(sandbox_app: FastAPI, settings: Settings) -> httpx.AsyncClient:
+    """What the app would use as its provider client, bound to the in-process sandbox."""
+    transport = httpx.ASGITransport(app=sandbox_app)
+    return httpx.AsyncClient(transport=transport, base_url=settings.sandbox_base_url)
+
+
+async def sandbox_grant(http: httpx.AsyncClient, settings: Settings) -> TokenGrant:
+    """A real sandbox login without the Dashtam flow around it (consent, then exchange)."""
+    spec = schwab_spec(settings)
+    verifier, challenge = pkce_pair()
+    url = spec.authorization_url("integration", challenge)
+    form = dict(parse_qsl(urlsplit(url).query)) | {"action": "approve"}
+    params = redirect_params(await http.post("/v1/oauth/authorize", data=form))
+    return await exchange_code(http, spec, params["code"], verifier)
+
+
+async def seed_connection(
+    session: AsyncSession,
+    cipher: TokenCipher,
+    grant: TokenGrant,
+    *,
+    access_expires_in: timedelta,
+) -> ProviderConnection:
+    """user -> provider -> active connection -> encrypted tokens, committed by the session."""
+    user = User(email=f"p-{uuid.uuid4().hex[:12]}@example.com", name="P", password_hash="x")
+    provider = Provider(user_id=user.id, provider_key="schwab", alias="Schwab")
+    connection = ProviderConnection(provider_id=provider.id, status="active")
+    token = ProviderToken(connection_id=connection.id, access_token_encrypted="")
+    now = utcnow()
+    store_grant(
+        cipher, token, grant, now, refresh_ttl=timedelta(days=7), previous_refresh_token=None
+    )
+    token.access_expires_at = now + access_expires_in
+    for row in (user, provider, connection, token):  # no ORM relationships to order the inserts
+        session.add(row)
+        await session.flush()
+    await session.commit()
+    return connection
+
+
+async def delete_owner(engine: AsyncEngine, connection: ProviderConnection) -> None:
+    """Remove committed rows: the user cascades to provider, connection and tokens."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM users WHERE id = (SELECT user_id FROM providers WHERE id = :id)"),
+            {"id": connection.provider_id},
+        )

@@ -90,10 +90,10 @@ async def _alias_in_use(
     return (await session.scalar(query)) is not None
 
 
-async def _commit_or_alias_taken(session: AsyncSession, alias: str) -> None:
+async def _flush_or_alias_taken(session: AsyncSession, alias: str) -> None:
     """The unique constraint still decides when two requests race past the pre-check."""
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
         raise _alias_taken(alias) from None
@@ -111,8 +111,10 @@ async def create_instance(
     if await _alias_in_use(session, user, alias):
         raise _alias_taken(alias)
     provider = Provider(user_id=user.id, provider_key=provider_key, alias=alias)
+    session.add(provider)
+    await _flush_or_alias_taken(session, alias)  # the models have no relationships to order by
     connection = ProviderConnection(provider_id=provider.id)
-    session.add_all([provider, connection])
+    session.add(connection)
     audit.record(
         session,
         context,
@@ -122,7 +124,7 @@ async def create_instance(
         user_id=user.id,
         provider_key=provider_key,
     )
-    await _commit_or_alias_taken(session, alias)
+    await session.commit()
     await session.refresh(provider)
     return Instance(provider, connection)
 
@@ -160,7 +162,8 @@ async def rename_instance(
         provider_id=instance.provider.id,
         user_id=user.id,
     )
-    await _commit_or_alias_taken(session, alias)
+    await _flush_or_alias_taken(session, alias)
+    await session.commit()
     await session.refresh(instance.provider)
     return instance
 

@@ -10,21 +10,17 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.support.auth import signup_and_login
-from tests.support.providers import ProviderFlow
+from tests.support.providers import ProviderFlow, in_process_sandbox, sandbox_client
 from tests.test_config import TestSettings
 
 from dashtam.core.crypto import TokenCipher
 from dashtam.main import AppResources, create_app
 from dashtam.sandbox.app import SandboxState
-from dashtam.sandbox.app import create_app as create_sandbox
-from dashtam.sandbox.config import SandboxConfig
 
 
 @pytest.fixture
 def sandbox_app(app_settings: TestSettings) -> FastAPI:
-    return create_sandbox(
-        SandboxConfig(redirect_uris=[app_settings.SCHWAB_REDIRECT_URI], pkce_required=True)
-    )
+    return in_process_sandbox(app_settings)
 
 
 @pytest.fixture
@@ -37,10 +33,7 @@ def sandbox_state(sandbox_app: FastAPI) -> SandboxState:
 async def sandbox_http(
     sandbox_app: FastAPI, app_settings: TestSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=sandbox_app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url=app_settings.sandbox_base_url
-    ) as client:
+    async with sandbox_client(sandbox_app, app_settings) as client:
         yield client
 
 
