@@ -133,9 +133,9 @@ async def redis(settings: TestSettings) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def redis_keys(settings: TestSettings) -> RedisKeys:
-    """A namespace of this test's own inside the run's namespace."""
-    return RedisKeys(f"{settings.REDIS_KEY_PREFIX}t{next(_test_counter)}:")
+def redis_keys(settings: TestSettings, worker_id: str) -> RedisKeys:
+    """A namespace of this test's own inside the run's namespace (counters are per worker)."""
+    return RedisKeys(f"{settings.REDIS_KEY_PREFIX}{worker_id}:t{next(_test_counter)}:")
 
 
 @pytest.fixture

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
+
+from dashtam.auth.mailer import get_mailer
+from dashtam.core.config import Settings
+from dashtam.main import AppResources, create_app
+from dashtam.models.auth import AuthAuditLog
+from dashtam.models.user import User
 
 API = "/api/v1"
 DEFAULT_PASSWORD = "correct-lantern-orbit-42"
@@ -78,3 +88,35 @@ async def signup_and_login(
     email = email or unique_email()
     await register(client, email=email, password=password)
     return bearer(await login(client, email, password))
+
+
+async def audit_rows(session: AsyncSession, action: str) -> list[AuthAuditLog]:
+    """The auth audit rows of one action, oldest first (read fresh, not from the identity map)."""
+    rows = await session.scalars(
+        select(AuthAuditLog)
+        .where(AuthAuditLog.action == action)
+        .order_by(AuthAuditLog.created_at)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def user_row(session: AsyncSession, email: str) -> User:
+    user = await session.scalar(
+        select(User).where(User.email == email).execution_options(populate_existing=True)
+    )
+    assert user is not None
+    return user
+
+
+@asynccontextmanager
+async def client_for(
+    settings: Settings, resources: AppResources, outbox: Outbox | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app of its own (other settings or resources than the `client` fixture's)."""
+    app = create_app(settings, resources=resources)
+    mailer = outbox or Outbox()
+    app.dependency_overrides[get_mailer] = lambda: mailer
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
