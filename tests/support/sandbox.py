@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +20,10 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dashtam.models import Provider, ProviderConnection, User
+from dashtam.core.config import Settings
+from dashtam.core.crypto import TokenCipher
+from dashtam.models import Provider, ProviderConnection, ProviderToken, User
+from dashtam.providers.tokens import ACCESS_TOKEN, REFRESH_TOKEN, seal
 from dashtam.sandbox.config import SandboxConfig
 
 
@@ -44,7 +48,8 @@ class SandboxTokens:
         body: dict[str, Any] = response.json()
         self._access, self._refresh = body["access_token"], body["refresh_token"]
 
-    async def login(self) -> None:
+    async def login(self) -> tuple[str, str]:
+        """Approve a fresh authorization; (access token, refresh token)."""
         form = {
             "response_type": "code",
             "client_id": self.config.client_id,
@@ -57,6 +62,9 @@ class SandboxTokens:
         code = parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
         grant = {"grant_type": "authorization_code", "code": code}
         await self._token(grant | {"redirect_uri": self.redirect_uri})
+        assert self._access is not None
+        assert self._refresh is not None
+        return self._access, self._refresh
 
     async def access_token(self) -> str:
         if self._access is None:
@@ -129,3 +137,19 @@ async def delete_owner(engine: AsyncEngine, connection: ProviderConnection) -> N
             ),
             {"provider_id": connection.provider_id},
         )
+
+
+async def store_tokens(
+    engine: AsyncEngine, settings: Settings, connection_id: uuid.UUID, access: str, refresh: str
+) -> None:
+    """Save a login's tokens encrypted, as the providers package does after a callback."""
+    cipher = TokenCipher.from_setting(settings.TOKEN_ENCRYPTION_KEYS)
+    token = ProviderToken(connection_id=connection_id, access_token_encrypted="")
+    seal(cipher, token, ACCESS_TOKEN, access)
+    seal(cipher, token, REFRESH_TOKEN, refresh)
+    now = datetime.now(UTC)
+    token.access_expires_at = now + timedelta(minutes=30)
+    token.refresh_expires_at = now + timedelta(days=7)
+    async with engine.begin() as conn:
+        table = ProviderToken.__table__  # type: ignore[attr-defined]
+        await conn.execute(table.insert().values(**token.model_dump(exclude_none=True)))
