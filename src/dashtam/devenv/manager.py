@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +26,7 @@ from dashtam.devenv.processes import ManagedProcess, port_in_use, require_free_p
 from dashtam.devenv.profiles import PROFILES, Profile, ServiceMode
 from dashtam.devenv.redis import RedisService, ping
 from dashtam.devenv.setup import generate_env_file
+from dashtam.jobs.queue import health_check_key, queue_name
 
 console = Console(stderr=True, highlight=False)
 
@@ -49,6 +51,50 @@ class ServerProcess:
             return httpx.get(self.health_url, verify=self.verify, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """The background job worker: no port; healthy while its arq health-check key lives."""
+
+    process: ManagedProcess
+    settings: Settings
+    command: tuple[str, ...] = (sys.executable, "-m", "dashtam.jobs")
+
+    @property
+    def name(self) -> str:
+        return self.process.name
+
+    def _redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=1)
+
+    def healthy(self) -> bool:
+        try:
+            with self._redis() as client:
+                return bool(client.exists(health_check_key(self.settings)))
+        except redis.RedisError:
+            return False
+
+    def queue_depth(self) -> int | None:
+        """Jobs due now (cron jobs wait in the queue with a future score; they do not count)."""
+        try:
+            with self._redis() as client:
+                now_ms = int(time.time() * 1000)
+                return int(client.zcount(queue_name(self.settings), "-inf", now_ms))
+        except redis.RedisError:
+            return None
+
+
+def worker_process(profile: Profile, settings: Settings) -> WorkerProcess | None:
+    """Dev runs a worker; tests start their own where they need one."""
+    if profile.ephemeral:
+        return None
+    process = ManagedProcess(
+        name="worker",
+        pid_file=profile.run_dir / "worker.pid",
+        log_file=profile.log_dir / "worker.log",
+    )
+    return WorkerProcess(process, settings)
 
 
 def _uvicorn(target: str, settings: Settings, port: int, tls: bool, reload: bool) -> list[str]:
@@ -197,10 +243,23 @@ class EnvironmentManager:
                 interval=0.1,
             )
             self.say(f"  started {server.name}: {server.health_url.rsplit('/', 1)[0]}")
+        self._start_worker(env, timeout)
+
+    def _start_worker(self, env: dict[str, str], timeout: float) -> None:
+        worker = worker_process(self.profile, self.settings)
+        if worker is None:
+            return
+        if worker.process.running_pid() is not None:
+            self.say("  worker already running")
+            return
+        worker.process.start(worker.command, env=env, cwd=PROJECT_ROOT)
+        wait_until(worker.healthy, timeout=timeout, what="worker", process=worker.process)
+        self.say(f"  started worker (queue {queue_name(self.settings)})")
 
     def stop_servers(self) -> None:
-        for server in server_processes(self.profile, self.settings):
-            if server.process.stop():
+        worker = worker_process(self.profile, self.settings)
+        for server in [*server_processes(self.profile, self.settings), worker]:
+            if server is not None and server.process.stop():
                 self.say(f"  stopped {server.name}")
 
     # -- whole environment ------------------------------------------------------------------
@@ -236,6 +295,14 @@ class EnvironmentManager:
         for server in server_processes(self.profile, settings):
             running = server.process.running_pid() is not None
             row(server.name, server.port, running, running and server.healthy())
+        worker = worker_process(self.profile, settings)
+        if worker is not None:
+            running = worker.process.running_pid() is not None
+            health = "healthy" if running and worker.healthy() else "-"
+            depth = worker.queue_depth()
+            queued = f", {depth} queued" if depth is not None else ""
+            state = "running" if running else "stopped"
+            rows.append((self.profile.name, "worker", "-", state, health + queued))
         return rows
 
     def _compose(self, *args: str) -> None:
