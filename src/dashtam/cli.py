@@ -166,6 +166,30 @@ def clean(
     console.print(f"{env.value} data deleted")
 
 
+@app.command()
+@user_errors
+def sync(
+    provider: Annotated[
+        str | None, typer.Option("--provider", "-p", help="Only this provider's id.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow until done.")] = False,
+    env: EnvOption = EnvName.dev,
+) -> None:
+    """Sync accounts, balances, positions and transactions of active connections (the worker
+    does the work; --wait shows progress and a summary)."""
+    import uuid
+
+    from dashtam.accounts.console import sync_command
+
+    try:
+        provider_id = uuid.UUID(provider) if provider else None
+    except ValueError:
+        raise UserError(f"{provider!r} is not a provider id (a UUID).") from None
+    settings = _profile(env).settings()
+    if not asyncio.run(sync_command(settings, provider_id, wait, Console(highlight=False))):
+        raise typer.Exit(1)
+
+
 @app.command("test-prepare")
 @user_errors
 def test_prepare() -> None:

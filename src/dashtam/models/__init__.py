@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from dashtam.models.account import (
+    ACTIVE_SYNC_STATUSES,
     Account,
     AccountStatus,
     AccountType,
@@ -32,6 +33,7 @@ from dashtam.models.user import User
 metadata = SQLModel.metadata
 
 __all__ = [
+    "ACTIVE_SYNC_STATUSES",
     "Account",
     "AccountStatus",
     "AccountType",
