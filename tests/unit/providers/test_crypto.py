@@ -9,8 +9,16 @@ import pytest
 from dashtam.core.config import ConfigurationError
 from dashtam.core.crypto import DecryptionError, TokenCipher, generate_key, token_binding
 
-K1, K2 = generate_key(), generate_key()
+# Fixed keys: parametrize ids must be the same in every xdist worker.
+K1 = base64.urlsafe_b64encode(bytes(range(32))).decode()
+K2 = base64.urlsafe_b64encode(bytes(range(32, 64))).decode()
 BINDING = token_binding("c0ffee", "access_token")
+
+
+def test_generated_keys_are_fresh_32_byte_keys() -> None:
+    first, second = generate_key(), generate_key()
+    assert first != second
+    assert len(base64.urlsafe_b64decode(first)) == 32
 
 
 def test_round_trip_and_format() -> None:
