@@ -8,8 +8,6 @@ test runs are the same code path as `make test`: `dashtam test-prepare`, then py
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,32 +16,11 @@ import asyncpg
 import pytest
 
 from dashtam.core.config import PROJECT_ROOT
-from dashtam.core.envfile import parse_env_file, write_env_file
-from dashtam.devenv.profiles import Profile
+from dashtam.devenv.isolated import make_isolated_copy
 from dashtam.devenv.redis import ping
-from dashtam.devenv.setup import generate_env_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 DEV_ROWS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def make_env_files(env_dir: Path) -> dict[str, dict[str, str]]:
-    values = {}
-    for name, ephemeral in (("dev", False), ("test", True)):
-        profile = Profile(name, ephemeral=ephemeral, env_dir=env_dir)
-        generate_env_file(profile)
-        env = parse_env_file(profile.env_file)
-        for key in ("POSTGRES_PORT", "REDIS_PORT", "APP_PORT", "CALLBACK_PORT", "SANDBOX_PORT"):
-            env[key] = str(free_port())
-        write_env_file(profile.env_file, env, "# side-by-side test copy")
-        values[name] = env
-    return values
 
 
 def run(command: list[str], env: dict[str, str], timeout: float = 240) -> str:
@@ -89,16 +66,9 @@ async def add_dev_users(env: dict[str, str]) -> None:
 
 
 def test_dev_data_and_health_survive_two_test_runs(tmp_path: Path) -> None:
-    env_dir, state_dir = tmp_path / "env", tmp_path / "state"
-    values = make_env_files(env_dir)
-    dev = values["dev"]
-    process_env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DASHTAM_ENV_FILE", "DASHTAM_TEST_RUN_ID", "DATABASE_URL", "REDIS_URL")
-        and not key.startswith("PYTEST_")
-    }
-    process_env |= {"DASHTAM_ENV_DIR": str(env_dir), "DASHTAM_STATE_DIR": str(state_dir)}
+    copy = make_isolated_copy(tmp_path)
+    dev = copy.settings["dev"]
+    process_env = copy.process_env
     dashtam = [sys.executable, "-m", "dashtam.cli"]
     try:
         run([*dashtam, "up", "--env", "dev", "--services-only"], process_env)

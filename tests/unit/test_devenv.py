@@ -102,7 +102,7 @@ def test_certificate_has_the_local_sans_and_is_reused(tmp_path: Path) -> None:
     assert ensure_certificates(cert_file, key_file) is True
     cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost", "app"]
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert key_file.stat().st_mode & 0o077 == 0
     assert ensure_certificates(cert_file, key_file) is False

@@ -33,7 +33,11 @@ def ensure_certificates(cert_file: Path, key_file: Path) -> bool:
         .not_valid_after(now + VALIDITY)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName("app"),  # the app container, for docker mode
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )

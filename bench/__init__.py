@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each module's `run()` returns its numbers; see docs/benchmarks.md."""
