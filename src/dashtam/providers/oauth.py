@@ -57,11 +57,27 @@ class ProviderOAuthError(Exception):
         return self.error in PERMANENT_ERRORS
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+async def _refuse_external(request: httpx.Request) -> None:
+    if request.url.host not in LOOPBACK_HOSTS:
+        raise httpx.ConnectError(
+            f"External call to {request.url.host} refused (DISABLE_EXTERNAL_CALLS).",
+            request=request,
+        )
+
+
 def provider_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The app's one outgoing client for provider calls (connection pooling, timeouts)."""
+    """The app's one outgoing client for provider calls (connection pooling, timeouts).
+
+    With DISABLE_EXTERNAL_CALLS (tests) it reaches loopback only: never the real Schwab.
+    """
+    hooks = [_refuse_external] if settings.DISABLE_EXTERNAL_CALLS else []
     return httpx.AsyncClient(
         timeout=settings.PROVIDER_HTTP_TIMEOUT_SECONDS,
         headers={"User-Agent": f"Dashtam/{__version__}"},
+        event_hooks={"request": hooks},
     )
 
 

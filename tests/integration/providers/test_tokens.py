@@ -94,7 +94,10 @@ async def test_key_rotation_round_trip(
     assert reveal(only_new, token, ACCESS_TOKEN) == grant.access_token
     assert reveal(only_new, token, REFRESH_TOKEN) == grant.refresh_token
     audit_row = await session.scalar(
-        select(ProviderAuditLog).where(ProviderAuditLog.action == "keys_rotated")
+        select(ProviderAuditLog)
+        .where(ProviderAuditLog.action == "keys_rotated")
+        .order_by(ProviderAuditLog.created_at.desc())
+        .limit(1)
     )
     assert audit_row is not None
     assert audit_row.details == {"tokens": count, "key_id": "k9"}

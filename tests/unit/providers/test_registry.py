@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from tests.test_config import TestSettings
 
 from dashtam.core.config import ConfigurationError, Environment
 from dashtam.core.crypto import TokenCipher, generate_key
 from dashtam.models import ProviderToken
-from dashtam.providers.oauth import ProviderCall, TokenGrant, pkce_pair
+from dashtam.providers.oauth import ProviderCall, TokenGrant, pkce_pair, provider_http_client
 from dashtam.providers.registry import check_redirect_uri, schwab_spec
 from dashtam.providers.tokens import REFRESH_TOKEN, reveal, store_grant
 from dashtam.sandbox.oauth import s256
@@ -104,3 +105,10 @@ def test_the_refresh_expiry_moves_only_with_a_new_refresh_token() -> None:
     store_grant(cipher, token, _grant("R2"), later, refresh_ttl=ttl, previous_refresh_token="R1")
     assert token.refresh_expires_at == later + ttl
     assert reveal(cipher, token, REFRESH_TOKEN) == "R2"
+
+
+async def test_external_calls_are_refused_when_disabled() -> None:
+    client = provider_http_client(_settings(DISABLE_EXTERNAL_CALLS=True))
+    async with client:
+        with pytest.raises(httpx.ConnectError, match="DISABLE_EXTERNAL_CALLS"):
+            await client.get("https://api.schwabapi.com/v1/oauth/token")
