@@ -73,3 +73,11 @@ def test_production_refuses_missing_or_placeholder_secrets(secret: str) -> None:
 def test_development_accepts_empty_secrets() -> None:
     settings = Settings(_env_file=None, ENVIRONMENT=Environment.DEVELOPMENT)  # type: ignore[call-arg]
     assert settings.JWT_SECRET_KEY == ""
+
+
+def test_invalid_value_names_the_setting_and_the_file(tmp_path: Path) -> None:
+    env_file = write(tmp_path, "APP_PORT=eighty\n")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(env_file)
+    assert "APP_PORT" in raised.value.message
+    assert str(env_file) in raised.value.hint

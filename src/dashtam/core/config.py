@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import urlsplit
 
-from pydantic import StringConstraints, model_validator
+from pydantic import StringConstraints, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
 from dashtam.core.envfile import check_env_file
+from dashtam.core.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_ENV_DIR = PROJECT_ROOT / "env"
@@ -44,7 +45,7 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
-class ConfigurationError(RuntimeError):
+class ConfigurationError(UserError):
     """A setting is missing or unusable; the message says which and how to fix it."""
 
 
@@ -230,4 +231,13 @@ def load_settings(env_file: Path | None = None) -> Settings:
     """
     path = env_file or env_file_path()
     check_env_file(path)
-    return Settings(_env_file=path)
+    try:
+        return Settings(_env_file=path)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigurationError(
+            f"Invalid settings ({problems}).",
+            hint=f"Fix the value in {path} or in the process environment.",
+        ) from None

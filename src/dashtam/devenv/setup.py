@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Callable
 
+from dashtam.core.crypto import generate_key
 from dashtam.core.envfile import parse_env_file, write_env_file
 from dashtam.devenv.profiles import Profile
 
@@ -17,7 +17,7 @@ def _token() -> str:
 
 
 def _encryption_keys() -> str:
-    return "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    return f"k1:{generate_key()}"
 
 
 GENERATORS: dict[str, Callable[[], str]] = {"TOKEN_ENCRYPTION_KEYS": _encryption_keys}
