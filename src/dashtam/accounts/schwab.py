@@ -141,28 +141,18 @@ class AccountSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class TransactionRecord:
-    """One transaction as database values; `items` is JSON text, amounts are decimal text."""
-
-    provider_transaction_id: str
-    time: datetime
-    trade_date: datetime | None
-    settlement_date: datetime | None
-    type: str
-    status: str
-    description: str
-    symbol: str | None
-    net_amount: str
-    items: str
-    content_hash: str
-
-
-@dataclass(frozen=True, slots=True)
 class Page:
-    """One answer; `capped` means the provider stopped at its row limit, so it is incomplete."""
+    """One transactions answer, kept as the provider's JSON text: PostgreSQL reads the values
+    from it (numbers stay exact decimals), Python only counts the rows.
 
-    records: list[TransactionRecord]
+    `capped` means the provider stopped at its row limit, so the window is incomplete; `newest`
+    (set only then) is the latest time among the rows, which hints at the density.
+    """
+
+    body: str
+    rows: int
     capped: bool
+    newest: datetime | None
 
 
 def _digest(text: str) -> str:
@@ -171,58 +161,6 @@ def _digest(text: str) -> str:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _instant(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _item(raw: JSON) -> JSON:
-    instrument = raw.get("instrument") or {}
-    return {
-        "symbol": instrument.get("symbol"),
-        "cusip": instrument.get("cusip"),
-        "asset_type": instrument.get("assetType"),
-        "description": instrument.get("description"),
-        "quantity": _text(raw.get("amount")),
-        "price": _text(raw.get("price")),
-        "cost": _text(raw.get("cost")),
-        "fee_type": raw.get("feeType"),
-        "position_effect": raw.get("positionEffect"),
-    }
-
-
-def parse_transaction(raw: JSON) -> TransactionRecord:
-    items = [_item(i) for i in raw.get("transferItems") or ()]
-    symbol = next(
-        (i["symbol"] for i in items if i["asset_type"] not in (None, "CURRENCY") and i["symbol"]),
-        None,
-    )
-    time = datetime.fromisoformat(raw["time"])
-    fields = (
-        str(raw["activityId"]),
-        time.isoformat(),
-        raw.get("tradeDate"),
-        raw.get("settlementDate"),
-        raw.get("type", ""),
-        _STATUSES.get(raw.get("status", ""), "invalid"),
-        raw.get("description") or "",
-        str(raw.get("netAmount", "0")),
-        json.dumps(items, separators=(",", ":")),
-    )
-    return TransactionRecord(
-        provider_transaction_id=fields[0],
-        time=time,
-        trade_date=_instant(fields[2]),
-        settlement_date=_instant(fields[3]),
-        type=fields[4],
-        status=fields[5],
-        description=fields[6],
-        symbol=symbol,
-        net_amount=fields[7],
-        items=fields[8],
-        content_hash=_digest("\x1f".join(f or "" for f in fields)),
-    )
 
 
 def _balances(account_type: str, current: JSON) -> BalanceRecord:
@@ -308,6 +246,11 @@ class TraderClient:
         self.requests = 0
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """The JSON answer, numbers as their decimal text."""
+        response = await self._request(path, params)
+        return json.loads(response.content, parse_float=str)
+
+    async def _request(self, path: str, params: Mapping[str, str] | None = None) -> httpx.Response:
         token = await self.tokens.access_token()
         refreshed = False
         attempt = 0
@@ -323,7 +266,7 @@ class TraderClient:
             else:
                 status = response.status_code
                 if status == 200:
-                    return json.loads(response.content, parse_float=str)
+                    return response
                 if status == 401 and not refreshed:
                     token, refreshed = await self.tokens.refreshed_token(), True
                     continue
@@ -350,18 +293,20 @@ class TraderClient:
         return parse_accounts(by_number, details, nicknames)
 
     async def transactions(self, account_hash: str, start: datetime, end: datetime) -> Page:
-        """Transactions with ``start <= time < end``; the window must not exceed a year."""
+        """Transactions in ``[start, end)`` (end is sent less 1 ms; Schwab's is inclusive).
+
+        The window must not exceed a year.
+        """
         params = {
             "startDate": schwab_instant(start),
             "endDate": schwab_instant(end - timedelta(milliseconds=1)),
             "types": ",".join(TRANSACTION_TYPES),
         }
-        raw = await self._get(f"/trader/v1/accounts/{account_hash}/transactions", params)
-        records = (parse_transaction(r) for r in raw)
-        return Page(
-            [r for r in records if start <= r.time < end],
-            capped=len(raw) >= MAX_TRANSACTIONS_PER_CALL,
-        )
+        response = await self._request(f"/trader/v1/accounts/{account_hash}/transactions", params)
+        rows = json.loads(response.content)  # floats here are only counted, never kept
+        capped = len(rows) >= MAX_TRANSACTIONS_PER_CALL
+        newest = max(datetime.fromisoformat(r["time"]) for r in rows) if capped else None
+        return Page(response.text, len(rows), capped, newest)
 
 
 def _safe_path(path: str) -> str:

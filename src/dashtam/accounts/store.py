@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dashtam.accounts.schwab import AccountSnapshot, PositionRecord, TransactionRecord
+from dashtam.accounts.schwab import AccountSnapshot, PositionRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,25 +187,52 @@ async def replace_positions(
     return True
 
 
-# Upsert the batch and mark what the window no longer returns, in one statement. The two CTEs
-# touch disjoint rows (ids in the batch / ids not in it), so neither sees the other's changes.
+# From the provider's JSON page to stored rows in one statement. PostgreSQL parses the page as
+# jsonb, whose numbers are exact numerics; the content hash is the md5 of each transaction's
+# canonical jsonb text, so any change the provider makes is seen. The upsert and the marking of
+# missing rows touch disjoint rows (ids in the batch / ids not in it).
 _WRITE_TRANSACTIONS = text(
     """
     WITH batch AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:times AS timestamptz[]),
-            CAST(:trade_dates AS timestamptz[]), CAST(:settlement_dates AS timestamptz[]),
-            CAST(:types AS text[]), CAST(:statuses AS text[]), CAST(:descriptions AS text[]),
-            CAST(:symbols AS text[]), CAST(:amounts AS text[]), CAST(:items AS text[]),
-            CAST(:hashes AS text[]))
-        AS u(provider_id, time, trade_date, settlement_date, type, status, description, symbol,
-             amount, items, content_hash)
+        SELECT DISTINCT ON (provider_id) *
+        FROM (
+            SELECT tx->>'activityId' AS provider_id,
+                (tx->>'time')::timestamptz AS time,
+                (tx->>'tradeDate')::timestamptz AS trade_date,
+                (tx->>'settlementDate')::timestamptz AS settlement_date,
+                coalesce(tx->>'type', '') AS type,
+                CASE tx->>'status' WHEN 'VALID' THEN 'posted' WHEN 'PENDING' THEN 'pending'
+                    ELSE 'invalid' END AS status,
+                coalesce(tx->>'description', '') AS description,
+                coalesce((tx->>'netAmount')::numeric, 0) AS net_amount,
+                i.items, i.symbol,
+                md5(tx::text) AS content_hash
+            FROM jsonb_array_elements(CAST(:page AS jsonb)) AS page(tx)
+            CROSS JOIN LATERAL (
+                SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'symbol', item->'instrument'->>'symbol',
+                        'cusip', item->'instrument'->>'cusip',
+                        'asset_type', item->'instrument'->>'assetType',
+                        'description', item->'instrument'->>'description',
+                        'quantity', item->>'amount',
+                        'price', item->>'price',
+                        'cost', item->>'cost',
+                        'fee_type', item->>'feeType',
+                        'position_effect', item->>'positionEffect') ORDER BY n), '[]') AS items,
+                    (array_agg(item->'instrument'->>'symbol' ORDER BY n) FILTER (
+                        WHERE item->'instrument'->>'assetType' <> 'CURRENCY'))[1] AS symbol
+                FROM jsonb_array_elements(coalesce(tx->'transferItems', '[]'))
+                    WITH ORDINALITY AS items(item, n)
+            ) AS i
+        ) AS parsed
+        WHERE time >= :window_start AND time < :window_end
+        ORDER BY provider_id
     ),
     upserted AS (
         INSERT INTO transactions AS t (account_id, provider_transaction_id, time, trade_date,
             settlement_date, type, status, description, symbol, net_amount, items, content_hash)
         SELECT :account_id, provider_id, time, trade_date, settlement_date, type, status,
-            description, symbol, amount::numeric, items::jsonb, content_hash
+            description, symbol, net_amount, items, content_hash
         FROM batch
         ON CONFLICT (account_id, provider_transaction_id) DO UPDATE
         SET time = EXCLUDED.time, trade_date = EXCLUDED.trade_date,
@@ -217,13 +244,15 @@ _WRITE_TRANSACTIONS = text(
         RETURNING xmax = 0 AS inserted
     ),
     missing AS (
-        UPDATE transactions SET missing_since = :now, updated_at = now()
-        WHERE account_id = :account_id AND time >= :window_start AND time < :window_end
-          AND missing_since IS NULL
-          AND provider_transaction_id <> ALL(CAST(:ids AS text[]))
+        UPDATE transactions AS t SET missing_since = :now, updated_at = now()
+        WHERE CAST(:mark_missing AS boolean)
+          AND t.account_id = :account_id AND t.time >= :window_start AND t.time < :window_end
+          AND t.missing_since IS NULL
+          AND NOT EXISTS (SELECT 1 FROM batch b WHERE b.provider_id = t.provider_transaction_id)
         RETURNING 1
     )
-    SELECT (SELECT count(*) FILTER (WHERE inserted) FROM upserted),
+    SELECT (SELECT count(*) FROM batch),
+           (SELECT count(*) FILTER (WHERE inserted) FROM upserted),
            (SELECT count(*) FILTER (WHERE NOT inserted) FROM upserted),
            (SELECT count(*) FROM missing)
     """
@@ -234,36 +263,25 @@ async def write_transactions(
     conn: AsyncConnection,
     account_id: uuid.UUID,
     window: tuple[datetime, datetime],
-    records: Sequence[TransactionRecord],
+    page: str,
     now: datetime,
+    *,
+    mark_missing: bool = True,
 ) -> WriteCounts:
     """Make the stored window ``[start, end)`` equal what the provider returned for it.
 
-    New ids are inserted, changed ones (content hash differs, e.g. pending -> posted) updated,
-    equal ones left untouched, and stored ones the provider no longer returns marked missing.
+    ``page`` is the provider's JSON answer for the window. New ids are inserted, changed ones
+    (content differs, e.g. pending -> posted) updated, equal ones left untouched, and stored ones
+    the provider no longer returns marked missing (``mark_missing=False`` skips that search
+    when the caller knows nothing is stored in the window, as in a first sync).
     """
-    unique = list({r.provider_transaction_id: r for r in records}.values())
-    row = (
-        await conn.execute(
-            _WRITE_TRANSACTIONS,
-            {
-                "account_id": account_id,
-                "now": now,
-                "window_start": window[0],
-                "window_end": window[1],
-                "ids": [r.provider_transaction_id for r in unique],
-                "times": [r.time for r in unique],
-                "trade_dates": [r.trade_date for r in unique],
-                "settlement_dates": [r.settlement_date for r in unique],
-                "types": [r.type for r in unique],
-                "statuses": [r.status for r in unique],
-                "descriptions": [r.description for r in unique],
-                "symbols": [r.symbol for r in unique],
-                "amounts": [r.net_amount for r in unique],
-                "items": [r.items for r in unique],
-                "hashes": [r.content_hash for r in unique],
-            },
-        )
-    ).one()
-    inserted, updated, missing = int(row[0]), int(row[1]), int(row[2])
-    return WriteCounts(inserted, updated, len(unique) - inserted - updated, missing)
+    params = {
+        "mark_missing": mark_missing,
+        "account_id": account_id,
+        "now": now,
+        "window_start": window[0],
+        "window_end": window[1],
+        "page": page,
+    }
+    batch, inserted, updated, missing = (await conn.execute(_WRITE_TRANSACTIONS, params)).one()
+    return WriteCounts(inserted, updated, batch - inserted - updated, missing)

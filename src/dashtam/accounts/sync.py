@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col
 
@@ -31,7 +32,6 @@ from dashtam.accounts.schwab import (
     NeedsReauth,
     SyncError,
     TraderClient,
-    TransactionRecord,
 )
 from dashtam.accounts.store import (
     StoredAccount,
@@ -46,12 +46,24 @@ from dashtam.models.account import Account, Transaction, TransactionStatus
 from dashtam.models.base import utcnow
 
 MIN_WINDOW = timedelta(seconds=1)
+ACCOUNTS_IN_PARALLEL = 2
+ANALYZE_AFTER_ROWS = 10_000
 TARGET_ROWS = MAX_TRANSACTIONS_PER_CALL // 2
 
-TransactionWriter = Callable[
-    [AsyncConnection, uuid.UUID, tuple[datetime, datetime], Sequence[TransactionRecord], datetime],
-    Awaitable[WriteCounts],
-]
+
+class TransactionWriter(Protocol):
+    async def __call__(
+        self,
+        conn: AsyncConnection,
+        account_id: uuid.UUID,
+        window: tuple[datetime, datetime],
+        page: str,
+        now: datetime,
+        *,
+        mark_missing: bool = True,
+    ) -> WriteCounts: ...
+
+
 ClientFactory = Callable[[uuid.UUID], AbstractAsyncContextManager[TraderClient]]
 
 
@@ -71,7 +83,8 @@ class SyncOptions:
 class Window:
     start: datetime
     end: datetime
-    records: list[TransactionRecord]
+    page: str  # the provider's JSON answer
+    rows: int
     calls: int  # requests it took, counting capped answers that were thrown away
 
 
@@ -90,15 +103,14 @@ async def transaction_windows(
             if whole <= MIN_WINDOW:
                 raise SyncError("more transactions in one second than the provider returns")
             guess = whole / 2
-            if page.records:  # the rows' spread hints at the density
-                newest = max(r.time for r in page.records)
-                guess = (newest - start) * TARGET_ROWS / len(page.records)
+            if page.newest is not None:  # the rows' spread hints at the density
+                guess = (page.newest - start) * TARGET_ROWS / page.rows
             span = max(MIN_WINDOW, min(whole / 2, guess))
             continue
-        yield Window(start, stop, page.records, calls)
-        rows, calls = len(page.records), 0
-        span = MAX_WINDOW if rows == 0 else min(MAX_WINDOW, (stop - start) * TARGET_ROWS / rows)
-        span = max(span, MIN_WINDOW)
+        yield Window(start, stop, page.body, page.rows, calls)
+        calls = 0
+        span = MAX_WINDOW if page.rows == 0 else (stop - start) * TARGET_ROWS / page.rows
+        span = max(MIN_WINDOW, min(MAX_WINDOW, span))
         start = stop
 
 
@@ -128,8 +140,17 @@ class ConnectionSync:
         async with self.engine.begin() as conn:
             first = min(starts.values(), default=self.now)
             await runs.set_window(conn, self.run_id, first, self.now, len(accounts))
-        for account in accounts:
-            await self._transactions(account, starts[account.id])
+        # Two accounts at a time: one's rows are parsed by PostgreSQL while the other's fetch.
+        lanes = asyncio.Semaphore(ACCOUNTS_IN_PARALLEL)
+
+        async def one(account: StoredAccount) -> int:
+            async with lanes:
+                return await self._transactions(account, starts[account.id])
+
+        inserted = sum(await asyncio.gather(*(one(a) for a in accounts)))
+        if inserted >= ANALYZE_AFTER_ROWS:  # fresh statistics keep the window queries on the
+            async with self.engine.begin() as conn:  # time index (as after any bulk load)
+                await conn.execute(text("ANALYZE transactions"))
 
     async def _accounts(self) -> list[StoredAccount]:
         snapshots = await self.client.accounts()
@@ -161,8 +182,15 @@ class ConnectionSync:
             )
         return max(earliest, min(start, pending) if pending else start)
 
-    async def _transactions(self, account: StoredAccount, start: datetime) -> None:
-        """Fetch the next window while the current one is being written (a queue of one)."""
+    async def _transactions(self, account: StoredAccount, start: datetime) -> int:
+        """Fetch the next window while the current one is being written (a queue of one);
+        the number of rows inserted."""
+        async with self.engine.connect() as conn:
+            stored_until = await conn.scalar(
+                select(func.max(col(Transaction.time))).where(
+                    col(Transaction.account_id) == account.id
+                )
+            )
         queue: asyncio.Queue[Window | BaseException | None] = asyncio.Queue(maxsize=1)
 
         async def fetch() -> None:
@@ -176,20 +204,29 @@ class ConnectionSync:
                 await queue.put(exc)
 
         fetcher = asyncio.create_task(fetch())
+        inserted = 0
         try:
             while (window := await queue.get()) is not None:
                 if isinstance(window, BaseException):
                     raise window
-                await self._write(account, window)
+                # Past the newest stored row there is nothing that could have gone missing.
+                unseen = stored_until is None or window.start > stored_until
+                inserted += await self._write(account, window, mark_missing=not unseen)
         finally:
             fetcher.cancel()
         async with self.engine.begin() as conn:
             await runs.add_progress(conn, self.run_id, accounts=1)
+        return inserted
 
-    async def _write(self, account: StoredAccount, window: Window) -> None:
+    async def _write(self, account: StoredAccount, window: Window, *, mark_missing: bool) -> int:
         async with self.engine.begin() as conn:
             counts = await self.writer(
-                conn, account.id, (window.start, window.end), window.records, self.now
+                conn,
+                account.id,
+                (window.start, window.end),
+                window.page,
+                self.now,
+                mark_missing=mark_missing,
             )
             await conn.execute(
                 update(Account)
@@ -200,12 +237,13 @@ class ConnectionSync:
                 conn,
                 self.run_id,
                 pages=window.calls,
-                rows=len(window.records),
+                rows=window.rows,
                 inserted=counts.inserted,
                 updated=counts.updated,
                 unchanged=counts.unchanged,
                 missing=counts.marked_missing,
             )
+        return counts.inserted
 
 
 class Outcome(StrEnum):

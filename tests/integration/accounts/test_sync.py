@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, text
@@ -15,7 +16,6 @@ from sqlmodel import col
 from tests.integration.accounts.conftest import Harness
 
 from dashtam.accounts import runs
-from dashtam.accounts.schwab import TransactionRecord
 from dashtam.accounts.store import WriteCounts, write_transactions
 from dashtam.accounts.sync import Outcome
 from dashtam.models import Account, Transaction
@@ -68,6 +68,23 @@ async def test_first_sync_stores_exactly_what_the_sandbox_has(harness: Harness) 
     first = books[0].window(*EVER)[0]
     amounts = dict(await stored(harness, "provider_transaction_id", "net_amount"))
     assert amounts[str(first.activity_id)] == first.net_amount
+    trade = next(t for t in books[0].window(*EVER) if t.type == "TRADE")
+    row = next(
+        r
+        for r in await stored(
+            harness, "provider_transaction_id", "symbol", "items", "settlement_date", "status"
+        )
+        if r[0] == str(trade.activity_id)
+    )
+    security = trade.items[-1]
+    assert row.symbol == security.security.symbol
+    assert row.settlement_date == trade.settlement_date
+    assert row.status == "posted"
+    assert row.items[-1]["cusip"] == security.security.cusip
+    assert Decimal(row.items[-1]["quantity"]) == security.amount
+    assert Decimal(row.items[-1]["price"]) == security.price
+    assert Decimal(row.items[-1]["cost"]) == security.cost
+    assert row.items[1]["fee_type"] == "SEC_FEE"
     # accounts: the hash is the key, only the last 4 digits of the number are kept
     async with harness.engine.connect() as conn:
         accounts = (
@@ -238,14 +255,18 @@ async def test_a_failed_run_keeps_whole_batches_and_the_next_one_fills_the_gap(
             conn: AsyncConnection,
             account_id: uuid.UUID,
             window: tuple[datetime, datetime],
-            records: Sequence[TransactionRecord],
+            page: str,
             now: datetime,
+            *,
+            mark_missing: bool = True,
         ) -> WriteCounts:
             nonlocal batches
             batches += 1
             if batches == 2:
                 h.sandbox.faults.schedule(Fault("server_error"), 10, "trader")
-            return await write_transactions(conn, account_id, window, records, now)
+            return await write_transactions(
+                conn, account_id, window, page, now, mark_missing=mark_missing
+            )
 
         _run_id, outcome = await h.sync(fail_after_two_batches)
         assert outcome is Outcome.FAILED
