@@ -40,7 +40,9 @@ def upgrade() -> None:
     op.drop_constraint(
         "provider_audit_logs_provider_id_fkey", "provider_audit_logs", type_="foreignkey"
     )
-    op.drop_constraint("provider_audit_logs_user_id_fkey", "provider_audit_logs", type_="foreignkey")
+    op.drop_constraint(
+        "provider_audit_logs_user_id_fkey", "provider_audit_logs", type_="foreignkey"
+    )
     op.drop_index("ix_provider_audit_logs_provider_id", table_name="provider_audit_logs")
     op.create_index(
         "ix_provider_audit_logs_provider_created",

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dashtam import __version__
+from dashtam.accounts.router import router as accounts_router
 from dashtam.auth.router import router as auth_router
 from dashtam.auth.router import users_router
 from dashtam.core.config import Settings, load_settings
@@ -20,7 +21,6 @@ from dashtam.core.logging import configure_logging
 from dashtam.core.middleware import RequestIdMiddleware
 from dashtam.core.problems import install_error_handlers
 from dashtam.core.redis import RedisKeys, create_redis
-from dashtam.accounts.router import router as accounts_router
 from dashtam.health.router import router as health_router
 from dashtam.providers.oauth import provider_http_client
 from dashtam.providers.router import install as install_providers
