@@ -32,21 +32,8 @@ def run(command: list[str], env: dict[str, str], timeout: float = 240) -> str:
     return output
 
 
-async def dev_user_count(env: dict[str, str]) -> int:
-    connection = await asyncpg.connect(
-        host="127.0.0.1",
-        port=int(env["POSTGRES_PORT"]),
-        user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"],
-        database=env["POSTGRES_DB"],
-    )
-    try:
-        return int(await connection.fetchval("SELECT count(*) FROM users"))
-    finally:
-        await connection.close()
-
-
-async def add_dev_users(env: dict[str, str]) -> None:
+async def dev_user_count(env: dict[str, str], add: int = 0) -> int:
+    """Connect as the dev role; optionally add `add` users first. Returns the user count."""
     connection = await asyncpg.connect(
         host="127.0.0.1",
         port=int(env["POSTGRES_PORT"]),
@@ -59,8 +46,9 @@ async def add_dev_users(env: dict[str, str]) -> None:
             "INSERT INTO users (id, email, name, password_hash, is_active) "
             "SELECT gen_random_uuid(), 'dev' || n || '@example.com', 'Dev', 'x', true "
             "FROM generate_series(1, $1::int) AS n",
-            DEV_ROWS,
+            add,
         )
+        return int(await connection.fetchval("SELECT count(*) FROM users"))
     finally:
         await connection.close()
 
@@ -72,7 +60,7 @@ def test_dev_data_and_health_survive_two_test_runs(tmp_path: Path) -> None:
     dashtam = [sys.executable, "-m", "dashtam.cli"]
     try:
         run([*dashtam, "up", "--env", "dev", "--services-only"], process_env)
-        asyncio.run(add_dev_users(dev))
+        assert asyncio.run(dev_user_count(dev, add=DEV_ROWS)) == DEV_ROWS
         for _ in range(2):
             run([*dashtam, "test-prepare"], process_env)
             output = run(
