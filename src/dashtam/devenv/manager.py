@@ -226,35 +226,29 @@ class EnvironmentManager:
         if uses_tls and ensure_certificates(settings.tls_cert_path, settings.tls_key_path):
             self.say(f"  generated a self-signed certificate in {settings.tls_cert_path.parent}")
         env = process_env(self.profile, self.settings)
-        starting = []
+        # Start everything first, then wait: the processes import the app in parallel.
+        starting: list[tuple[str, ManagedProcess, Callable[[], bool], str]] = []
         for server in servers:
             if server.process.running_pid() is not None:
                 self.say(f"  {server.name} already running on port {server.port}")
                 continue
             require_free_port(server.port, server.port_variable, self.profile.env_file)
             server.process.start(server.command, env=env, cwd=PROJECT_ROOT)
-            starting.append(server)
-        for server in starting:
-            wait_until(
-                server.healthy,
-                timeout=timeout,
-                what=f"{server.name} on port {server.port}",
-                process=server.process,
-                interval=0.1,
+            where = server.health_url.rsplit("/", 1)[0]
+            starting.append(
+                (f"{server.name} on port {server.port}", server.process, server.healthy, where)
             )
-            self.say(f"  started {server.name}: {server.health_url.rsplit('/', 1)[0]}")
-        self._start_worker(env, timeout)
-
-    def _start_worker(self, env: dict[str, str], timeout: float) -> None:
         worker = worker_process(self.profile, self.settings)
-        if worker is None:
-            return
-        if worker.process.running_pid() is not None:
+        if worker is not None and worker.process.running_pid() is not None:
             self.say("  worker already running")
-            return
-        worker.process.start(worker.command, env=env, cwd=PROJECT_ROOT)
-        wait_until(worker.healthy, timeout=timeout, what="worker", process=worker.process)
-        self.say(f"  started worker (queue {queue_name(self.settings)})")
+        elif worker is not None:
+            worker.process.start(worker.command, env=env, cwd=PROJECT_ROOT)
+            starting.append(
+                ("worker", worker.process, worker.healthy, f"queue {queue_name(settings)}")
+            )
+        for what, process, healthy, where in starting:
+            wait_until(healthy, timeout=timeout, what=what, process=process, interval=0.1)
+            self.say(f"  started {what.split()[0]}: {where}")
 
     def stop_servers(self) -> None:
         worker = worker_process(self.profile, self.settings)

@@ -79,12 +79,9 @@ class ManagedProcess:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        try:
-            psutil.Process(pid).wait(timeout)
-        except psutil.TimeoutExpired:
-            os.killpg(pid, signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
+        if not _exits_within(pid, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -93,6 +90,19 @@ class ManagedProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log yet)"
+
+
+def _exits_within(pid: int, timeout: float) -> bool:
+    """Poll for exit; a zombie counts as gone (its reaper may be another process, or slow)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
