@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pwd
 import shutil
@@ -112,7 +113,7 @@ class PostgresService:
         binaries = find_postgres()
         require_free_port(self.port, "POSTGRES_PORT", self.profile.env_file)
         user = self.user
-        if not (self.pgdata / "PG_VERSION").is_file():
+        if not (self.pgdata / "PG_VERSION").is_file() or not self._made_with_these_secrets():
             self._initdb(binaries, user)
         command = [
             binaries("postgres"),
@@ -139,6 +140,33 @@ class PostgresService:
         )
         asyncio.run(self.bootstrap())
         return True
+
+    @property
+    def _fingerprint_file(self) -> Path:
+        return self.pgdata.parent / "postgres.admin.sha256"
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256(self.settings.POSTGRES_ADMIN_PASSWORD.encode()).hexdigest()
+
+    def _made_with_these_secrets(self) -> bool:
+        """Was the existing cluster made with this env file's superuser password?
+
+        A re-cloned checkout at the same path generates new secrets but finds the old test
+        cluster still on tmpfs: that one is thrown away and made again. A dev cluster holds
+        data, so a mismatch there is the user's to resolve.
+        """
+        try:
+            matches = self._fingerprint_file.read_text().strip() == self._fingerprint()
+        except FileNotFoundError:  # made before fingerprints: only a test cluster is remade
+            return not self.profile.ephemeral
+        if matches or self.profile.ephemeral:
+            return matches
+        raise UserError(
+            f"The PostgreSQL cluster in {self.pgdata} was created with another "
+            f"POSTGRES_ADMIN_PASSWORD than the one in {self.profile.env_file}.",
+            hint="Restore the env file that created it, or delete that data with "
+            "`make clean` (dev) and run `make up` again.",
+        )
 
     def _initdb(self, binaries: PostgresBinaries, user: str | None) -> None:
         if not self.settings.POSTGRES_ADMIN_PASSWORD:
@@ -182,18 +210,26 @@ class PostgresService:
         if result.returncode != 0:
             raise UserError(f"initdb failed for {self.pgdata}:\n{result.stderr.strip()}")
         (self.pgdata / "pg_hba.conf").write_text(HBA)
+        self._fingerprint_file.write_text(self._fingerprint())
 
     async def bootstrap(self) -> None:
         """Create (or re-password) the environment's role and database; idempotent."""
         settings = self.settings
         role, database = settings.POSTGRES_USER, settings.POSTGRES_DB
-        connection = await asyncpg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=ADMIN_ROLE,
-            password=settings.POSTGRES_ADMIN_PASSWORD,
-            database="postgres",
-        )
+        try:
+            connection = await asyncpg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user=ADMIN_ROLE,
+                password=settings.POSTGRES_ADMIN_PASSWORD,
+                database="postgres",
+            )
+        except asyncpg.InvalidPasswordError:
+            raise UserError(
+                f"PostgreSQL on port {self.port} refused POSTGRES_ADMIN_PASSWORD from "
+                f"{self.profile.env_file}: the cluster in {self.pgdata} was made with another.",
+                hint="Restore the env file that created it, or `make clean` and `make up`.",
+            ) from None
         try:
             exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             verb = "ALTER" if exists else "CREATE"
