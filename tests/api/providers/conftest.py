@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.support.auth import signup_and_login
-from tests.support.providers import ProviderFlow, in_process_sandbox, sandbox_client
+from tests.support.providers import ProviderFlow
 from tests.test_config import TestSettings
 
 from dashtam.core.crypto import TokenCipher
 from dashtam.main import AppResources, create_app
-from dashtam.sandbox.app import SandboxState
-
-
-@pytest.fixture
-def sandbox_app(app_settings: TestSettings) -> FastAPI:
-    return in_process_sandbox(app_settings)
-
-
-@pytest.fixture
-def sandbox_state(sandbox_app: FastAPI) -> SandboxState:
-    state: SandboxState = sandbox_app.state.sandbox
-    return state
-
-
-@pytest.fixture
-async def sandbox_http(
-    sandbox_app: FastAPI, app_settings: TestSettings
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with sandbox_client(sandbox_app, app_settings) as client:
-        yield client
 
 
 @pytest.fixture
