@@ -220,12 +220,12 @@ class EnvironmentManager:
 
     # -- app processes ----------------------------------------------------------------------
     def start_servers(self, timeout: float = 60.0) -> None:
-        servers = server_processes(self.profile, self.settings)
         settings = self.settings
+        servers = server_processes(self.profile, settings)
         uses_tls = settings.APP_TLS or settings.CALLBACK_TLS
         if uses_tls and ensure_certificates(settings.tls_cert_path, settings.tls_key_path):
             self.say(f"  generated a self-signed certificate in {settings.tls_cert_path.parent}")
-        env = process_env(self.profile, self.settings)
+        env = process_env(self.profile, settings)
         # Start everything first, then wait: the processes import the app in parallel.
         starting: list[tuple[str, ManagedProcess, Callable[[], bool], str]] = []
         for server in servers:
@@ -238,7 +238,7 @@ class EnvironmentManager:
             starting.append(
                 (f"{server.name} on port {server.port}", server.process, server.healthy, where)
             )
-        worker = worker_process(self.profile, self.settings)
+        worker = worker_process(self.profile, settings)
         if worker is not None and worker.process.running_pid() is not None:
             self.say("  worker already running")
         elif worker is not None:

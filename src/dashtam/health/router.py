@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
@@ -39,7 +40,7 @@ async def _redis_ok(request: Request) -> bool:
     return bool(await request.app.state.redis.ping())
 
 
-async def _check(probe: asyncio.Task[bool]) -> Status:
+async def _check(probe: Awaitable[bool]) -> Status:
     try:
         return "ok" if await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS) else "unavailable"
     except Exception:  # any failure to answer means unavailable; details stay in the logs
@@ -49,8 +50,8 @@ async def _check(probe: asyncio.Task[bool]) -> Status:
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(request: Request, response: Response) -> Health:
     database, redis = await asyncio.gather(
-        _check(asyncio.ensure_future(_database_ok(request))),
-        _check(asyncio.ensure_future(_redis_ok(request))),
+        _check(_database_ok(request)),
+        _check(_redis_ok(request)),
     )
     healthy = database == "ok" and redis == "ok"
     if not healthy:
