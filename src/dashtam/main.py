@@ -15,6 +15,7 @@ from dashtam import __version__
 from dashtam.accounts.router import router as accounts_router
 from dashtam.auth.router import router as auth_router
 from dashtam.auth.router import users_router
+from dashtam.auth.tokens import AccessTokenVerifier
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.database import create_engine, create_session_factory
 from dashtam.core.logging import configure_logging
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     if resources is not None:
         resources.attach(app)
     app.state.redis_keys = RedisKeys(settings.REDIS_KEY_PREFIX)
+    app.state.access_tokens = AccessTokenVerifier(settings)
     install_error_handlers(app)
 
     app.add_middleware(RequestIdMiddleware)

@@ -67,3 +67,14 @@ async def test_database_down_is_503(
 async def test_openapi_docs_are_served(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/openapi.json")).json()["info"]["title"] == "Dashtam"
+
+
+async def test_openapi_marks_protected_routes_with_the_bearer_scheme(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    paths = schema["paths"]
+    assert paths["/api/v1/users/me"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert paths["/api/v1/auth/logout"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in paths["/api/v1/auth/login"]["post"]

@@ -30,6 +30,7 @@ from dashtam.accounts.schemas import (
     TransactionOut,
     TransactionPage,
 )
+from dashtam.auth.principal import Principal
 from dashtam.core.config import Settings
 from dashtam.core.errors import ProblemError
 from dashtam.jobs.queue import enqueue_sync
@@ -42,7 +43,6 @@ from dashtam.models import (
     ProviderConnection,
     SyncRun,
     Transaction,
-    User,
 )
 
 _ZERO = Decimal(0)
@@ -52,7 +52,7 @@ def not_found(what: str) -> ProblemError:
     return ProblemError(404, f"{what} not found.", code="not_found")
 
 
-def _owned_accounts(user: User) -> Select[Account, uuid.UUID]:
+def _owned_accounts(user: Principal) -> Select[Account, uuid.UUID]:
     return (
         select(Account, col(Provider.id))
         .join(ProviderConnection, col(ProviderConnection.id) == col(Account.connection_id))
@@ -62,7 +62,7 @@ def _owned_accounts(user: User) -> Select[Account, uuid.UUID]:
 
 
 async def _connection(
-    session: AsyncSession, user: User, provider_id: uuid.UUID
+    session: AsyncSession, user: Principal, provider_id: uuid.UUID
 ) -> ProviderConnection:
     connection = await session.scalar(
         select(ProviderConnection)
@@ -82,7 +82,11 @@ def _run_out(run: SyncRun, provider_id: uuid.UUID) -> SyncRunOut:
 
 
 async def request_sync(
-    session: AsyncSession, queue: ArqRedis, settings: Settings, user: User, provider_id: uuid.UUID
+    session: AsyncSession,
+    queue: ArqRedis,
+    settings: Settings,
+    user: Principal,
+    provider_id: uuid.UUID,
 ) -> SyncRunOut:
     """The connection's queued or running run, starting one if there is none."""
     connection = await _connection(session, user, provider_id)
@@ -103,7 +107,7 @@ async def request_sync(
 
 
 async def list_syncs(
-    session: AsyncSession, user: User, provider_id: uuid.UUID, limit: int
+    session: AsyncSession, user: Principal, provider_id: uuid.UUID, limit: int
 ) -> list[SyncRunOut]:
     connection = await _connection(session, user, provider_id)
     found = await session.scalars(
@@ -115,7 +119,7 @@ async def list_syncs(
     return [_run_out(run, provider_id) for run in found]
 
 
-async def get_sync(session: AsyncSession, user: User, run_id: uuid.UUID) -> SyncRunOut:
+async def get_sync(session: AsyncSession, user: Principal, run_id: uuid.UUID) -> SyncRunOut:
     row = (
         await session.execute(
             select(SyncRun, col(Provider.id))
@@ -156,14 +160,14 @@ def _account_out(
     )
 
 
-async def list_accounts(session: AsyncSession, user: User) -> list[AccountOut]:
+async def list_accounts(session: AsyncSession, user: Principal) -> list[AccountOut]:
     rows = (await session.execute(_owned_accounts(user).order_by(col(Account.name)))).all()
     latest = await _latest_balances(session, [a.id for a, _ in rows])
     return [_account_out(a, p, latest.get(a.id)) for a, p in rows]
 
 
 async def _account(
-    session: AsyncSession, user: User, account_id: uuid.UUID
+    session: AsyncSession, user: Principal, account_id: uuid.UUID
 ) -> tuple[Account, uuid.UUID]:
     row = (
         await session.execute(_owned_accounts(user).where(col(Account.id) == account_id))
@@ -173,14 +177,14 @@ async def _account(
     return row[0], row[1]
 
 
-async def get_account(session: AsyncSession, user: User, account_id: uuid.UUID) -> AccountOut:
+async def get_account(session: AsyncSession, user: Principal, account_id: uuid.UUID) -> AccountOut:
     account, provider_id = await _account(session, user, account_id)
     latest = await _latest_balances(session, [account.id])
     return _account_out(account, provider_id, latest.get(account.id))
 
 
 async def list_positions(
-    session: AsyncSession, user: User, account_id: uuid.UUID
+    session: AsyncSession, user: Principal, account_id: uuid.UUID
 ) -> list[PositionOut]:
     account, _ = await _account(session, user, account_id)
     found = await session.scalars(
@@ -193,7 +197,7 @@ async def list_positions(
 
 async def list_balances(
     session: AsyncSession,
-    user: User,
+    user: Principal,
     account_id: uuid.UUID,
     start: datetime | None,
     end: datetime | None,
@@ -235,7 +239,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def list_transactions(
     session: AsyncSession,
-    user: User,
+    user: Principal,
     account_id: uuid.UUID,
     where: TransactionFilter,
     limit: int,
@@ -274,7 +278,7 @@ async def list_transactions(
 
 
 async def get_transaction(
-    session: AsyncSession, user: User, transaction_id: uuid.UUID
+    session: AsyncSession, user: Principal, transaction_id: uuid.UUID
 ) -> TransactionOut:
     owned = _owned_accounts(user).subquery()
     found = await session.scalar(
@@ -291,7 +295,7 @@ async def get_transaction(
 # -- portfolio --------------------------------------------------------------------------------
 
 
-async def portfolio(session: AsyncSession, user: User) -> PortfolioOut:
+async def portfolio(session: AsyncSession, user: Principal) -> PortfolioOut:
     """Totals of the latest balances and today's P/L of the active accounts."""
     rows = (
         await session.execute(

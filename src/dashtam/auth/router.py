@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
 
 from dashtam.auth.audit import RequestContext
-from dashtam.auth.dependencies import AccessToken, CurrentUser, DbSession
+from dashtam.auth.dependencies import Authentication, CurrentUser, DbSession
 from dashtam.auth.mailer import BackgroundMailer, Mailer, get_mailer
+from dashtam.auth.principal import PrincipalCache
 from dashtam.auth.ratelimit import Limit, Lockout, rate_limited
 from dashtam.auth.schemas import (
     LoginRequest,
@@ -33,7 +34,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 users_router = APIRouter(prefix="/users", tags=["users"])
 
 
-def get_auth_service(
+async def get_auth_service(
     request: Request,
     session: DbSession,
     background: BackgroundTasks,
@@ -49,6 +50,7 @@ def get_auth_service(
         session,
         settings,
         DenyList(redis, keys, settings),
+        PrincipalCache(redis, keys),
         Lockout(redis, keys, settings),
         BackgroundMailer(mailer, background),
         links,
@@ -81,16 +83,14 @@ async def refresh(body: RefreshRequest, service: Service) -> TokenPair:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(claims: AccessToken, service: Service) -> None:
+async def logout(auth: Authentication, service: Service) -> None:
     """End this session: its refresh token and access token stop working."""
-    await service.logout(claims)
+    await service.logout(auth.claims)
 
 
 @router.get("/sessions")
-async def list_sessions(
-    user: CurrentUser, claims: AccessToken, service: Service
-) -> list[SessionOut]:
-    return await service.list_sessions(user, claims.session_id)
+async def list_sessions(auth: Authentication, service: Service) -> list[SessionOut]:
+    return await service.list_sessions(auth.user, auth.claims.session_id)
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -127,7 +127,7 @@ async def confirm_password_reset(body: PasswordResetConfirm, service: Service) -
 
 @users_router.get("/me")
 async def read_me(user: CurrentUser) -> UserOut:
-    return UserOut.model_validate(user)
+    return user
 
 
 @users_router.patch("/me")
@@ -136,8 +136,6 @@ async def update_me(body: UserUpdate, user: CurrentUser, service: Service) -> Us
 
 
 @users_router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
-async def change_password(
-    body: PasswordChange, user: CurrentUser, claims: AccessToken, service: Service
-) -> None:
+async def change_password(body: PasswordChange, auth: Authentication, service: Service) -> None:
     """Change the password; every other session ends."""
-    await service.change_password(user, claims, body)
+    await service.change_password(auth.user, auth.claims, body)

@@ -19,6 +19,7 @@ from dashtam.auth.audit import RequestContext
 from dashtam.auth.dependencies import owned_or_404, unauthorized
 from dashtam.auth.mailer import Mailer, compose
 from dashtam.auth.passwords import password_problems, passwords_for
+from dashtam.auth.principal import Principal, PrincipalCache
 from dashtam.auth.ratelimit import Lockout
 from dashtam.auth.schemas import (
     LoginRequest,
@@ -75,6 +76,7 @@ class AuthService:
         session: AsyncSession,
         settings: Settings,
         deny_list: DenyList,
+        principals: PrincipalCache,
         lockout: Lockout,
         mailer: Mailer,
         links: MailLinks,
@@ -83,6 +85,7 @@ class AuthService:
         self.session = session
         self.settings = settings
         self.deny_list = deny_list
+        self.principals = principals
         self.lockout = lockout
         self.mailer = mailer
         self.links = links
@@ -233,7 +236,7 @@ class AuthService:
         await self.session.commit()
         await self._deny(revoked)
 
-    async def list_sessions(self, user: User, current: uuid.UUID) -> list[SessionOut]:
+    async def list_sessions(self, user: Principal, current: uuid.UUID) -> list[SessionOut]:
         rows = await self.session.scalars(
             select(AuthSession)
             .where(self._live_sessions(user.id))
@@ -251,7 +254,7 @@ class AuthService:
             for row in rows
         ]
 
-    async def revoke_session(self, user: User, session_id: uuid.UUID) -> None:
+    async def revoke_session(self, user: Principal, session_id: uuid.UUID) -> None:
         """Another user's session, or one already ended, is simply not found."""
         auth_session = owned_or_404(
             await self.session.get(AuthSession, session_id), user, "Session"
@@ -274,20 +277,23 @@ class AuthService:
 
     # ---- account -----------------------------------------------------------------------------
 
-    async def rename(self, user: User, name: str) -> User:
+    async def rename(self, principal: Principal, name: str) -> User:
+        user = await self._signed_in(principal)
         user.name = name
-        self.session.add(user)
         await self.session.commit()
+        await self._forget_principal(user.id)
         return user
 
-    async def change_password(self, user: User, claims: AccessClaims, body: PasswordChange) -> None:
+    async def change_password(
+        self, principal: Principal, claims: AccessClaims, body: PasswordChange
+    ) -> None:
         """Keeps the current session; every other one ends."""
+        user = await self._signed_in(principal)
         if not await self.passwords.verify(user.password_hash, body.current_password):
             await self._fail("password.change", user, reason="wrong_password")
             raise ProblemError(403, "The current password is incorrect.", code="wrong_password")
         check_new_password(body.new_password, user.email)
         user.password_hash = await self.passwords.hash(body.new_password)
-        self.session.add(user)
         revoked = await self._revoke(
             and_(col(AuthSession.user_id) == user.id, col(AuthSession.id) != claims.session_id),
             reason="password_changed",
@@ -309,6 +315,7 @@ class AuthService:
             user.email_verified_at = _now()
         audit.record(self.session, self.context, "email.verify", "success", user_id=user.id)
         await self.session.commit()
+        await self._forget_principal(user.id)
         return user
 
     async def request_password_reset(self, email: str) -> None:
@@ -366,6 +373,22 @@ class AuthService:
         await self.lockout.clear(user.email)
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    async def _signed_in(self, principal: Principal) -> User:
+        user = await self.session.get(User, principal.id)
+        if user is None:
+            raise unauthorized("The account no longer exists.")
+        return user
+
+    async def _forget_principal(self, user_id: uuid.UUID) -> None:
+        """After commit, so the next request caches the changed user."""
+        try:
+            await self.principals.forget(user_id)
+        except RedisError:
+            logger.warning(
+                "could not forget the cached user; it may show old details for a few minutes",
+                extra={"user_id": str(user_id)},
+            )
 
     async def _user_by_email(self, email: str) -> User | None:
         return await self.session.scalar(select(User).where(col(User.email) == email))

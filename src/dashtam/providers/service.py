@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from dashtam.auth.audit import RequestContext
 from dashtam.auth.dependencies import owned_or_404
+from dashtam.auth.principal import Principal
 from dashtam.core.config import Settings
 from dashtam.core.crypto import TokenCipher
 from dashtam.core.errors import ProblemError
@@ -29,7 +30,6 @@ from dashtam.models.provider import (
     ProviderConnection,
     ProviderToken,
 )
-from dashtam.models.user import User
 from dashtam.providers import audit
 from dashtam.providers.audit import AuditAction, AuditOutcome, background_context
 from dashtam.providers.registry import catalog, require_spec
@@ -80,7 +80,7 @@ def _alias_taken(alias: str) -> ProblemError:
 
 
 async def _alias_in_use(
-    session: AsyncSession, user: User, alias: str, exclude: uuid.UUID | None = None
+    session: AsyncSession, user: Principal, alias: str, exclude: uuid.UUID | None = None
 ) -> bool:
     query = select(col(Provider.id)).where(
         col(Provider.user_id) == user.id, col(Provider.alias) == alias
@@ -102,7 +102,7 @@ async def _flush_or_alias_taken(session: AsyncSession, alias: str) -> None:
 async def create_instance(
     session: AsyncSession,
     settings: Settings,
-    user: User,
+    user: Principal,
     provider_key: str,
     alias: str,
     context: RequestContext,
@@ -129,7 +129,7 @@ async def create_instance(
     return Instance(provider, connection)
 
 
-async def list_instances(session: AsyncSession, user: User) -> list[Instance]:
+async def list_instances(session: AsyncSession, user: Principal) -> list[Instance]:
     rows = await session.execute(
         select(Provider, ProviderConnection)
         .join(ProviderConnection, col(ProviderConnection.provider_id) == Provider.id)
@@ -139,7 +139,7 @@ async def list_instances(session: AsyncSession, user: User) -> list[Instance]:
     return [Instance(provider, connection) for provider, connection in rows.all()]
 
 
-async def get_instance(session: AsyncSession, user: User, provider_id: uuid.UUID) -> Instance:
+async def get_instance(session: AsyncSession, user: Principal, provider_id: uuid.UUID) -> Instance:
     provider = owned_or_404(await session.get(Provider, provider_id), user, "Provider")
     connection = await session.scalar(
         select(ProviderConnection).where(col(ProviderConnection.provider_id) == provider.id)
@@ -149,7 +149,7 @@ async def get_instance(session: AsyncSession, user: User, provider_id: uuid.UUID
 
 
 async def rename_instance(
-    session: AsyncSession, user: User, instance: Instance, alias: str, context: RequestContext
+    session: AsyncSession, user: Principal, instance: Instance, alias: str, context: RequestContext
 ) -> Instance:
     if await _alias_in_use(session, user, alias, exclude=instance.provider.id):
         raise _alias_taken(alias)

@@ -38,7 +38,7 @@ async def test_register_login_and_me_work_without_redis(
     assert (await no_redis_client.get(f"{API}/users/me", headers=bearer(tokens))).status_code == 200
     warnings = {r.message for r in caplog.records if r.levelno == logging.WARNING}
     assert "rate limiting skipped: Redis is unavailable" in warnings
-    assert "deny-list unavailable; checking the session in the database instead" in warnings
+    assert "Redis unavailable; checking the session and user in the database" in warnings
 
 
 async def test_logout_still_ends_the_session_without_redis(

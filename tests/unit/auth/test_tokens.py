@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ import pytest
 from tests.test_config import TestSettings, get_test_settings
 
 from dashtam.auth.tokens import (
+    AccessTokenVerifier,
     InvalidTokenError,
     decode_access_token,
     hash_token,
@@ -113,6 +115,26 @@ def test_ids_must_be_uuids(settings: TestSettings, bad: dict[str, object]) -> No
 def test_garbage_is_refused(settings: TestSettings, garbage: str) -> None:
     with pytest.raises(InvalidTokenError):
         decode_access_token(settings, garbage)
+
+
+def test_verifier_remembers_a_token_but_still_enforces_its_expiry(settings: TestSettings) -> None:
+    expires = int(time.time()) + 1
+    token = jwt.encode(_claims(exp=expires), KEY, algorithm="HS256")
+    verifier = AccessTokenVerifier(settings)
+    assert verifier.verify(token) is verifier.verify(token)
+    time.sleep(expires - time.time() + 0.05)
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(token)
+
+
+def test_verifier_refuses_a_token_whose_signature_was_altered(settings: TestSettings) -> None:
+    token = issue_access_token(settings, uuid.uuid4(), uuid.uuid4())
+    verifier = AccessTokenVerifier(settings)
+    verifier.verify(token)
+    head, body, signature = token.split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(f"{head}.{body}.{flipped}")
 
 
 def test_opaque_tokens_are_256_bit_and_unique() -> None:
