@@ -22,10 +22,10 @@ class EmailTokenPurpose(StrEnum):
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a purpose name, not a secret
 
 
-def _fk(target: str, *, ondelete: str = "CASCADE", nullable: bool = False) -> Any:
+def _fk(target: str) -> Any:
+    """A required, indexed reference whose rows go with the row they belong to."""
     return Field(
-        default=None if nullable else ...,
-        sa_column=Column(ForeignKey(target, ondelete=ondelete), nullable=nullable, index=True),
+        sa_column=Column(ForeignKey(target, ondelete="CASCADE"), nullable=False, index=True)
     )
 
 
@@ -77,12 +77,16 @@ class EmailToken(SQLModel, table=True):
 
 
 class AuthAuditLog(SQLModel, table=True):
-    """Append-only record of authentication events; rows are inserted, never changed."""
+    """Append-only record of authentication events; rows are inserted, never changed.
+
+    `user_id` is a plain column, not a foreign key: the trail outlives the user, and a trigger
+    refuses UPDATE and DELETE (ON DELETE SET NULL would be an UPDATE).
+    """
 
     __tablename__ = "auth_audit_logs"
 
     id: uuid.UUID = uuid_pk()
-    user_id: uuid.UUID | None = _fk("users.id", ondelete="SET NULL", nullable=True)
+    user_id: uuid.UUID | None = Field(default=None, index=True)
     action: str = Field(sa_column=Column(String(50), nullable=False, index=True))
     outcome: str = Field(max_length=20)
     ip_address: str | None = Field(default=None, sa_column=Column(INET))

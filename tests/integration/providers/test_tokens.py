@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tests.support.audit import assert_append_only
 from tests.support.providers import seed_connection
 from tests.test_config import TestSettings
 
@@ -173,13 +174,11 @@ async def test_audit_rows_cannot_be_changed_or_deleted(
         ProviderAuditLog(provider_id=connection.provider_id, action="probe", outcome="success")
     )
     await session.commit()
-    for statement in (
-        "UPDATE provider_audit_logs SET outcome = 'failure' WHERE action = 'probe'",
-        "DELETE FROM provider_audit_logs WHERE action = 'probe'",
-    ):
-        async with session_factory() as other:
-            with pytest.raises(Exception, match="append-only"):
-                await other.execute(text(statement))
+    await assert_append_only(
+        session_factory,
+        ProviderAuditLog,
+        ProviderAuditLog.provider_id == connection.provider_id,
+    )
     await session.execute(
         text("DELETE FROM providers WHERE id = :id"), {"id": connection.provider_id}
     )
