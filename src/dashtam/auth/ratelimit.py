@@ -64,6 +64,7 @@ class Limit(StrEnum):
     REGISTER = "register"
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a limit name, not a secret
     REFRESH = "refresh"
+    VERIFY_EMAIL_RESEND = "verify_email_resend"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Rate:
             Limit.REGISTER: settings.RATE_LIMIT_REGISTER,
             Limit.PASSWORD_RESET: settings.RATE_LIMIT_PASSWORD_RESET,
             Limit.REFRESH: settings.RATE_LIMIT_REFRESH,
+            Limit.VERIFY_EMAIL_RESEND: settings.RATE_LIMIT_VERIFY_EMAIL_RESEND,
         }[limit]
         requests, _, seconds = spec.partition("/")
         return cls(int(requests), int(seconds))

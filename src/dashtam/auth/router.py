@@ -24,6 +24,7 @@ from dashtam.auth.schemas import (
     TokenPair,
     UserOut,
     UserUpdate,
+    VerificationResendRequest,
     VerifyEmailRequest,
 )
 from dashtam.auth.service import AuthService, MailLinks
@@ -101,6 +102,20 @@ async def revoke_session(session_id: uuid.UUID, user: CurrentUser, service: Serv
 @router.post("/verify-email", name="verify_email")
 async def verify_email(body: VerifyEmailRequest, service: Service) -> UserOut:
     return UserOut.model_validate(await service.verify_email(body.token))
+
+
+@router.post(
+    "/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(rate_limited(Limit.VERIFY_EMAIL_RESEND))],
+)
+async def resend_verification(body: VerificationResendRequest, service: Service) -> Message:
+    """The same answer whether the address is unknown, unverified or already verified."""
+    await service.resend_verification(body.email)
+    return Message(
+        detail="If an account with this address still needs verifying, a new verification "
+        "token has been mailed to it."
+    )
 
 
 @router.post(

@@ -72,6 +72,10 @@ class VerifyEmailRequest(Body):
     token: OpaqueToken
 
 
+class VerificationResendRequest(Body):
+    email: Email
+
+
 class PasswordResetRequest(Body):
     email: Email
 

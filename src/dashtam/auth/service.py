@@ -318,6 +318,20 @@ class AuthService:
         await self._forget_principal(user.id)
         return user
 
+    async def resend_verification(self, email: str) -> None:
+        """Same outcome for any address; only an active, still unverified account gets mail.
+
+        Earlier verification tokens stay valid until they expire: whichever mail the person
+        opens works.
+        """
+        user = await self._user_by_email(email)
+        if user is None or not user.is_active or user.email_verified_at is not None:
+            return
+        token = await self._email_token(user, EmailTokenPurpose.VERIFY_EMAIL)
+        audit.record(self.session, self.context, "email.verify.resend", "success", user_id=user.id)
+        await self.session.commit()
+        await self._send_verification(user, token)
+
     async def request_password_reset(self, email: str) -> None:
         """Same outcome whether or not the address is known; only a known one gets mail."""
         user = await self._user_by_email(email)

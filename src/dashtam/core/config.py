@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     RATE_LIMIT_REGISTER: RateLimit = "5/3600"
     RATE_LIMIT_PASSWORD_RESET: RateLimit = "5/3600"  # noqa: S105 - a rate, not a secret
     RATE_LIMIT_REFRESH: RateLimit = "30/60"
+    RATE_LIMIT_VERIFY_EMAIL_RESEND: RateLimit = "5/3600"
     EMAIL_VERIFICATION_TOKEN_TTL_SECONDS: int = 24 * 3600
     PASSWORD_RESET_TOKEN_TTL_SECONDS: int = 15 * 60
     SMTP_HOST: str = ""

@@ -17,6 +17,7 @@ from tests.support.auth import (
     login,
     register,
     unique_email,
+    user_row,
 )
 
 from dashtam.auth.tokens import hash_token
@@ -27,6 +28,10 @@ NEW_PASSWORD = "quiet-meadow-signal-58"
 
 async def _verify(client: httpx.AsyncClient, token: str) -> httpx.Response:
     return await client.post(f"{API}/auth/verify-email", json={"token": token})
+
+
+async def _resend(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post(f"{API}/auth/verify-email/resend", json={"email": email})
 
 
 async def _reset(client: httpx.AsyncClient, email: str) -> httpx.Response:
@@ -56,6 +61,41 @@ async def test_verification_token_verifies_once(
 
 async def test_garbage_verification_token_is_400(client: httpx.AsyncClient) -> None:
     assert (await _verify(client, "x" * 43)).status_code == 400
+
+
+async def test_resend_mails_a_new_token_that_verifies(
+    client: httpx.AsyncClient, session: AsyncSession, outbox: Outbox
+) -> None:
+    email = unique_email()
+    user = await register(client, email=email)
+    first = outbox.token(email, "Verify")
+    response = await _resend(client, f"  {email.upper()} ")  # normalised like everywhere else
+    assert response.status_code == 202
+    assert len(outbox.to(email)) == 2
+    second = outbox.token(email, "Verify")
+    assert second != first
+    assert (await _verify(client, second)).status_code == 200
+    [row] = await audit_rows(session, "email.verify.resend")
+    assert (str(row.user_id), row.outcome) == (user["id"], "success")
+    assert row.details == {}  # no token, nothing else either
+
+
+async def test_resend_answers_the_same_whoever_asks_and_mails_only_the_unverified(
+    client: httpx.AsyncClient, session: AsyncSession, outbox: Outbox
+) -> None:
+    unverified, verified, inactive, unknown = (unique_email() for _ in range(4))
+    for email in (unverified, verified, inactive):
+        await register(client, email=email)
+    assert (await _verify(client, outbox.token(verified, "Verify"))).status_code == 200
+    (await user_row(session, inactive)).is_active = False
+    await session.commit()
+    responses = [await _resend(client, e) for e in (unverified, verified, inactive, unknown)]
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.text for r in responses}) == 1
+    assert len(outbox.to(unverified)) == 2
+    assert len(outbox.to(verified)) == len(outbox.to(inactive)) == 1  # the registration mail
+    assert outbox.to(unknown) == []
+    assert len(await audit_rows(session, "email.verify.resend")) == 1
 
 
 async def test_reset_answers_the_same_for_known_and_unknown_addresses(

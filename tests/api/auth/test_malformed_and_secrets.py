@@ -29,6 +29,7 @@ PUBLIC = [
     "/auth/login",
     "/auth/refresh",
     "/auth/verify-email",
+    "/auth/verify-email/resend",
     "/auth/password-reset",
     "/auth/password-reset/confirm",
 ]
@@ -79,6 +80,8 @@ async def test_no_secret_reaches_audit_rows_or_logs(
     email = unique_email()
     await register(client, email=email)
     secrets_seen = [DEFAULT_PASSWORD, outbox.token(email, "Verify")]
+    await client.post(f"{API}/auth/verify-email/resend", json={"email": email})
+    secrets_seen.append(outbox.token(email, "Verify"))
     await client.post(f"{API}/auth/login", json={"email": email, "password": "wrong-guess-123"})
     first = await login(client, email)
     second = (
@@ -107,6 +110,7 @@ async def test_no_secret_reaches_audit_rows_or_logs(
         "refresh.reuse",
         "password.change",
         "password.reset",
+        "email.verify.resend",
     }
     recorded = " ".join(f"{r.details} {r.user_agent}" for r in rows) + caplog.text
     for secret in secrets_seen:

@@ -23,6 +23,7 @@ def app_settings(app_settings: TestSettings) -> TestSettings:
             "RATE_LIMIT_REGISTER": "2/60",
             "RATE_LIMIT_PASSWORD_RESET": "2/60",
             "RATE_LIMIT_REFRESH": "2/60",
+            "RATE_LIMIT_VERIFY_EMAIL_RESEND": "2/60",
         }
     )
 
@@ -65,6 +66,16 @@ async def test_password_reset_is_limited(client: httpx.AsyncClient) -> None:
         response = await client.post(f"{API}/auth/password-reset", json={"email": unique_email()})
         statuses.append(response.status_code)
     assert statuses == [202, 202, 429]
+
+
+async def test_verification_resend_is_limited(client: httpx.AsyncClient) -> None:
+    email = unique_email()
+    responses = [
+        await client.post(f"{API}/auth/verify-email/resend", json={"email": email})
+        for _ in range(3)
+    ]
+    assert [r.status_code for r in responses[:2]] == [202, 202]
+    _assert_limited(responses[2], 2)
 
 
 async def test_refresh_is_limited(client: httpx.AsyncClient) -> None:
