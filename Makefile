@@ -14,9 +14,9 @@ CONFIRM ?=
 export DASHTAM_TEST_WORKERS := $(WORKERS)
 
 .PHONY: help setup certs install up down restart logs status clean migrate migration \
-	keys-rotate db-shell redis-cli test-setup test-up test-down test-status test-logs test-db-shell \
-	test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint format \
-	typecheck ci bench
+	keys-rotate auth-sweep db-shell redis-cli test-setup test-up test-down test-status test-logs \
+	test-db-shell test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint \
+	format typecheck ci bench
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ migration: install ## Autogenerate a migration from the models: make migration m
 
 keys-rotate: install ## Re-encrypt all provider tokens under the first TOKEN_ENCRYPTION_KEYS key (ENV=test too)
 	$(DASHTAM) keys rotate --env $(ENV)
+
+auth-sweep: install ## Delete expired/spent auth tokens and long-ended sessions now (ENV=test too)
+	$(DASHTAM) auth sweep --env $(ENV)
 
 db-shell: install ## psql on the dev database (ENV=test for test)
 	$(DASHTAM) db shell --env $(ENV)

@@ -32,6 +32,8 @@ db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="Provider token encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+auth_app = typer.Typer(help="Users and authentication upkeep.", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
 console = Console(stderr=True, highlight=False)
 
 P = ParamSpec("P")
@@ -260,6 +262,21 @@ def keys_rotate(env: EnvOption = EnvName.dev) -> None:
 
     count, key_id = asyncio.run(rotate(_profile(env).settings()))
     console.print(f"re-encrypted {count} provider token row(s) under key {key_id!r}")
+
+
+@auth_app.command("sweep")
+@user_errors
+def auth_sweep(env: EnvOption = EnvName.dev) -> None:
+    """Delete auth rows that stopped mattering more than AUTH_RETENTION_DAYS ago: expired refresh
+    tokens, used or expired mailed tokens, revoked or expired sessions. The worker does this
+    hourly; audit rows are never deleted."""
+    from dashtam.auth.cleanup import sweep_database
+
+    counts = asyncio.run(sweep_database(_profile(env).settings()))
+    console.print(
+        f"deleted {counts.refresh_tokens} refresh token(s), {counts.email_tokens} mailed "
+        f"token(s) and {counts.auth_sessions} session(s)"
+    )
 
 
 @keys_app.command("generate")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import urlsplit
 
-from pydantic import StringConstraints, ValidationError, model_validator
+from pydantic import NonNegativeInt, StringConstraints, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     RATE_LIMIT_VERIFY_EMAIL_RESEND: RateLimit = "5/3600"
     EMAIL_VERIFICATION_TOKEN_TTL_SECONDS: int = 24 * 3600
     PASSWORD_RESET_TOKEN_TTL_SECONDS: int = 15 * 60
+    # Spent/expired tokens and ended sessions are deleted this long after they stopped mattering.
+    AUTH_RETENTION_DAYS: NonNegativeInt = 30
     SMTP_HOST: str = ""
     SMTP_PORT: int = 587
     SMTP_USERNAME: str = ""

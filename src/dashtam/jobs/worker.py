@@ -27,6 +27,7 @@ from dashtam.accounts import runs
 from dashtam.accounts.schwab import RetryPolicy, SyncError, TraderClient
 from dashtam.accounts.sync import Outcome, SyncOptions, execute_run
 from dashtam.accounts.tokens import ConnectionTokens
+from dashtam.auth.cleanup import sweep
 from dashtam.core.config import Settings
 from dashtam.core.database import create_engine, create_session_factory
 from dashtam.jobs.queue import SYNC_JOB, enqueue_sync, queue_name, redis_settings
@@ -181,6 +182,12 @@ async def flag_expiring_logins(ctx: dict[str, Any]) -> int:
     return result.rowcount
 
 
+async def sweep_expired_auth(ctx: dict[str, Any]) -> dict[str, int]:
+    """Delete spent tokens and long-ended sessions so they do not pile up (never audit rows)."""
+    deps = _deps(ctx)
+    return (await sweep(deps.engine, deps.settings)).as_dict()
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """arq Worker arguments; cron names carry the key prefix because arq derives job ids
     from them."""
@@ -209,6 +216,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 second=0,
                 run_at_startup=True,
             ),
+            cron(sweep_expired_auth, name=prefix + "sweep_expired_auth", minute=30, second=0),
         ],
         "queue_name": queue_name(settings),
         "redis_settings": redis_settings(settings),
