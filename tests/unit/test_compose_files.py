@@ -486,3 +486,31 @@ def test_entrypoint_scripts_are_valid_shell() -> None:
     assert 'exec uvicorn "$target" --factory --host 0.0.0.0 --port "$port"' in text
     assert "python -m dashtam.core.init_db" in text
     assert "python -m dashtam.sandbox --host 0.0.0.0 --port 8282" in text
+
+
+@pytest.mark.parametrize(
+    ("setting", "trusted"), [(None, "127.0.0.1"), ("172.18.0.1", "172.18.0.1")]
+)
+def test_entrypoint_passes_the_trusted_proxies_to_uvicorn(
+    tmp_path: Path, setting: str | None, trusted: str
+) -> None:
+    """The container runs uvicorn with FORWARDED_ALLOW_IPS from the env file (or the default)."""
+    fake = tmp_path / "uvicorn"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "DASHTAM_MIGRATE_ON_START": "false"}
+    if setting is not None:
+        env["FORWARDED_ALLOW_IPS"] = setting
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), "app"], env=env, capture_output=True, text=True, check=True
+    )
+    arguments = result.stdout.splitlines()
+    assert arguments[arguments.index("--forwarded-allow-ips") + 1] == trusted
+    assert arguments[0] == "dashtam.main:create_app"
+
+
+def test_dev_containers_get_the_trusted_proxies_from_the_env_file(
+    compose: Compose, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    dev = render("dev", compose, tmp_path_factory)
+    assert environment(dev.service("app"))["FORWARDED_ALLOW_IPS"] == dev.env["FORWARDED_ALLOW_IPS"]

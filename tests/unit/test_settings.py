@@ -81,3 +81,19 @@ def test_invalid_value_names_the_setting_and_the_file(tmp_path: Path) -> None:
         load_settings(env_file)
     assert "APP_PORT" in raised.value.message
     assert str(env_file) in raised.value.hint
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        FORWARDED_ALLOW_IPS=" 10.0.0.0/8, 192.0.2.10,::1 ",
+    )
+    assert settings.FORWARDED_ALLOW_IPS == "10.0.0.0/8,192.0.2.10,::1"
+    assert Settings(_env_file=None).FORWARDED_ALLOW_IPS == "127.0.0.1"  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("value", ["127.0.0.l", "proxy.internal", "", " , "])
+def test_a_mistyped_trusted_proxy_is_refused_by_name(tmp_path: Path, value: str) -> None:
+    """uvicorn would take a typo for a name and silently trust nobody."""
+    with pytest.raises(ConfigurationError, match="FORWARDED_ALLOW_IPS"):
+        load_settings(write(tmp_path, f"FORWARDED_ALLOW_IPS={value}\n"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from functools import cached_property
@@ -9,7 +10,13 @@ from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import urlsplit
 
-from pydantic import NonNegativeInt, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    NonNegativeInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -119,6 +126,10 @@ class Settings(BaseSettings):
 
     APP_HOST: str = "127.0.0.1"
     APP_PORT: int = 8000
+    # The reverse proxies whose X-Forwarded-For/-Proto uvicorn believes (its
+    # --forwarded-allow-ips): addresses or networks, comma separated, or * for any peer. Rate
+    # limits and the audit trail see the client address this yields.
+    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
     APP_TLS: bool = True
     CALLBACK_PORT: int = 8182
     CALLBACK_TLS: bool = True
@@ -149,6 +160,24 @@ class Settings(BaseSettings):
     SYNC_JOB_TIMEOUT_SECONDS: int = 3600
     WORKER_HEALTH_CHECK_SECONDS: int = 10
     WORKER_MAX_JOBS: int = 4
+
+    @field_validator("FORWARDED_ALLOW_IPS")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        """Refused here, a typo would silently trust nobody (uvicorn takes it as a name)."""
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if not items:
+            raise ValueError("list at least one address; 127.0.0.1 when no proxy is in front")
+        for item in items:
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address, a network such as 10.0.0.0/8, or *"
+                ) from None
+        return ",".join(items)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_outside_development(self) -> Self:

@@ -97,9 +97,13 @@ def worker_process(profile: Profile, settings: Settings) -> WorkerProcess | None
     return WorkerProcess(process, settings)
 
 
-def _uvicorn(target: str, settings: Settings, port: int, tls: bool, reload: bool) -> list[str]:
+def uvicorn_command(
+    target: str, settings: Settings, port: int, tls: bool, reload: bool
+) -> list[str]:
+    """How `up` serves an app; proxy headers are believed only from FORWARDED_ALLOW_IPS."""
     command = [sys.executable, "-m", "uvicorn", target, "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-server-header"]
+    command += ["--forwarded-allow-ips", settings.FORWARDED_ALLOW_IPS]
     if tls:
         command += ["--ssl-certfile", str(settings.tls_cert_path)]
         command += ["--ssl-keyfile", str(settings.tls_key_path)]
@@ -123,7 +127,7 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
     servers = [
         ServerProcess(
             managed("app", settings.APP_PORT),
-            _uvicorn(
+            uvicorn_command(
                 "dashtam.main:create_app", settings, settings.APP_PORT, settings.APP_TLS, reload
             ),
             settings.APP_PORT,
@@ -133,7 +137,7 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
         ),
         ServerProcess(
             managed("callback", settings.CALLBACK_PORT),
-            _uvicorn(
+            uvicorn_command(
                 "dashtam.callback.app:create_app",
                 settings,
                 settings.CALLBACK_PORT,
