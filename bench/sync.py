@@ -1,16 +1,15 @@
 """Transaction sync ingest: first sync rate and peak memory, unchanged re-syncs, and the same
 first sync written with naive per-row ORM inserts as the baseline.
 
-The sandbox runs as its own process (~200,000 transactions over 4 accounts) and is warmed up first
-(it generates an account's history on first use, which a real provider would not). The sync runs
-in this process against its own database, cloned from the migrated test template and dropped
-afterwards.
+The sandbox runs as its own process (~200,000 transactions over 4 accounts) and is warmed up first:
+it generates and renders an account's history on first use, work a real provider does on its own
+machines. The sync runs in this process against its own database, cloned from the migrated test
+template and dropped afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import resource
@@ -18,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -30,9 +29,15 @@ from tests.support.sandbox import SandboxTokens, create_connection, sandbox_proc
 from tests.test_config import TEST_ENV_FILE, TestSettings
 
 from dashtam.accounts import runs
-from dashtam.accounts.schwab import RetryPolicy, TraderClient
+from dashtam.accounts.schwab import RetryPolicy, TraderClient, TransactionBatch
 from dashtam.accounts.store import WriteCounts, write_transactions
-from dashtam.accounts.sync import ClientFactory, SyncOptions, TransactionWriter, execute_run
+from dashtam.accounts.sync import (
+    ClientFactory,
+    SyncOptions,
+    TransactionWriter,
+    execute_run,
+    transaction_windows,
+)
 from dashtam.core.config import ENV_FILE_VARIABLE
 from dashtam.core.database import create_engine
 from dashtam.models import Transaction
@@ -40,6 +45,7 @@ from dashtam.sandbox.config import SandboxConfig
 
 ACCOUNTS = 4
 PER_ACCOUNT = 50_000
+HISTORY = SyncOptions().history
 SANDBOX = {
     "accounts": str(ACCOUNTS),
     "transactions_per_account": str(PER_ACCOUNT),
@@ -53,44 +59,40 @@ def peak_rss_growth_mb(before: int) -> float:
     return max(0, peak_kib * 1024 - before) / 2**20
 
 
-def _instant(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 async def naive_writer(
     conn: AsyncConnection,
     account_id: uuid.UUID,
     window: tuple[datetime, datetime],
-    page: str,
+    batch: TransactionBatch,
     now: datetime,
     *,
     mark_missing: bool = True,
 ) -> WriteCounts:
-    """The baseline: parse in Python, one ORM object and one INSERT round trip per row."""
+    """The baseline: the same parsed answer, one ORM object and one INSERT round trip per row."""
     session = AsyncSession(bind=conn)
-    statuses = {"VALID": "posted", "PENDING": "pending"}
-    rows = json.loads(page, parse_float=Decimal)
-    for raw in rows:
-        time = datetime.fromisoformat(raw["time"])
-        if not window[0] <= time < window[1]:
+    inserted = 0
+    for n, instant in enumerate(batch.times):
+        if not window[0] <= instant < window[1]:
             continue
         session.add(
             Transaction(
                 account_id=account_id,
-                provider_transaction_id=str(raw["activityId"]),
-                time=time,
-                trade_date=_instant(raw.get("tradeDate")),
-                settlement_date=_instant(raw.get("settlementDate")),
-                type=raw["type"],
-                status=statuses.get(raw["status"], "invalid"),
-                description=raw.get("description", ""),
-                net_amount=Decimal(raw["netAmount"]),
-                items=json.loads(json.dumps(raw.get("transferItems", []), default=str)),
-                content_hash=hashlib.md5(page.encode(), usedforsecurity=False).hexdigest(),
+                provider_transaction_id=batch.provider_ids[n],
+                time=instant,
+                trade_date=batch.trade_dates[n],
+                settlement_date=batch.settlement_dates[n],
+                type=batch.types[n],
+                status=batch.statuses[n],
+                description=batch.descriptions[n],
+                symbol=batch.symbols[n],
+                net_amount=Decimal(batch.net_amounts[n]),
+                items=json.loads(batch.items[n]),
+                content_hash=batch.content_hashes[n],
             )
         )
         await session.flush()
-    return WriteCounts(inserted=len(rows))
+        inserted += 1
+    return WriteCounts(inserted=inserted)
 
 
 async def _sync(
@@ -126,12 +128,14 @@ async def _measure(settings: TestSettings, sandbox_url: str) -> dict[str, float]
         async def connect(_connection_id: uuid.UUID) -> AsyncIterator[TraderClient]:
             yield TraderClient(http, tokens, policy)
 
-        # warm-up: make the sandbox generate every account's history before timing
+        # Warm-up: the sandbox generates and renders every account's history once before timing,
+        # since a real provider's work is not done on this machine.
         client = TraderClient(http, tokens, policy)
         now = datetime.now(UTC)
         for snapshot in await client.accounts():
             hash_value = snapshot.account.provider_account_id
-            await client.transactions(hash_value, now - timedelta(days=1), now)
+            async for _window in transaction_windows(client, hash_value, now - HISTORY, now):
+                pass
 
         fast = await create_connection(engine)
         rss_before = psutil.Process().memory_info().rss

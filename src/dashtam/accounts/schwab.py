@@ -1,8 +1,9 @@
 """Schwab Trader API client for sync: requests with the fault policy, answers as plain records.
 
 Why the policy lives here: 429, 5xx and 401 mean the same thing for every call, so each call only
-says what it wants. Numbers are parsed as their decimal text (``parse_float=str``) so no amount
-ever passes through a float; the database casts the text to NUMERIC.
+says what it wants. Numbers are parsed as their decimal text (``parse_float=str``, or msgspec's
+exact ``Decimal`` for transactions) so no amount ever passes through a float; the database casts
+the text to NUMERIC.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 import httpx
+import msgspec
 
 from dashtam.core.config import Settings
 
@@ -140,19 +143,166 @@ class AccountSnapshot:
         return _digest(repr(sorted(self.positions, key=lambda p: (p.symbol, p.asset_type))))
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One transactions answer, kept as the provider's JSON text: PostgreSQL reads the values
-    from it (numbers stay exact decimals), Python only counts the rows.
+@dataclass(slots=True)
+class TransactionBatch:
+    """One answer's transactions as columns, the arrays the bulk upsert sends in one statement.
 
-    `capped` means the provider stopped at its row limit, so the window is incomplete; `newest`
-    (set only then) is the latest time among the rows, which hints at the density.
+    Amounts are exact decimal text and items JSON text, both cast by PostgreSQL; a provider id
+    seen twice in one answer is kept once.
     """
 
-    body: str
+    provider_ids: list[str] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)
+    trade_dates: list[datetime | None] = field(default_factory=list)
+    settlement_dates: list[datetime | None] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    descriptions: list[str] = field(default_factory=list)
+    symbols: list[str | None] = field(default_factory=list)
+    net_amounts: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    content_hashes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.provider_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One transactions answer.
+
+    `rows` counts the answer as sent; `capped` means the provider stopped at its row limit, so
+    the window is incomplete, and `newest`, the latest time among the rows, hints at the density.
+    """
+
+    batch: TransactionBatch
     rows: int
-    capped: bool
-    newest: datetime | None
+
+    @property
+    def capped(self) -> bool:
+        return self.rows >= MAX_TRANSACTIONS_PER_CALL
+
+    @property
+    def newest(self) -> datetime | None:
+        return max(self.batch.times, default=None)
+
+
+class _Instrument(msgspec.Struct):
+    symbol: str | None = None
+    cusip: str | None = None
+    asset_type: str | None = msgspec.field(default=None, name="assetType")
+    description: str | None = None
+
+
+class _TransferItem(msgspec.Struct):
+    instrument: _Instrument | None = None
+    amount: Decimal | None = None
+    price: Decimal | None = None
+    cost: Decimal | None = None
+    fee_type: str | None = msgspec.field(default=None, name="feeType")
+    position_effect: str | None = msgspec.field(default=None, name="positionEffect")
+
+
+class _Transaction(msgspec.Struct):
+    """The fields sync keeps; msgspec skips the rest without building them."""
+
+    activity_id: int | str = msgspec.field(name="activityId")
+    time: str
+    trade_date: str | None = msgspec.field(default=None, name="tradeDate")
+    settlement_date: str | None = msgspec.field(default=None, name="settlementDate")
+    type: str | None = None
+    status: str | None = None
+    description: str | None = None
+    net_amount: Decimal | None = msgspec.field(default=None, name="netAmount")
+    transfer_items: list[_TransferItem] | None = msgspec.field(default=None, name="transferItems")
+
+
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_TRANSACTION = msgspec.json.Decoder(_Transaction)
+_ITEMS = msgspec.json.Encoder()
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    """Exact and without exponent, as PostgreSQL prints NUMERIC (which has no negative zero)."""
+    if value is None:
+        return None
+    text = str(value)
+    if "E" in text:  # str() picks exponent notation for very small or large exponents
+        text = format(value, "f")
+    return text[1:] if text[0] == "-" and value.is_zero() else text
+
+
+def _instant(text: str) -> datetime:
+    """Schwab's ``2024-03-28T21:10:42+0000``; one without an offset is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise SyncError(f"the provider sent a time Dashtam cannot read: {text[:40]!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _items(transaction: _Transaction) -> tuple[list[dict[str, str | None]], str | None]:
+    """The transfer items as stored, and the first non-cash instrument's symbol."""
+    items = []
+    symbol = None
+    found = False
+    for item in transaction.transfer_items or ():
+        instrument = item.instrument or _Instrument()
+        items.append(
+            {
+                "symbol": instrument.symbol,
+                "cusip": instrument.cusip,
+                "asset_type": instrument.asset_type,
+                "description": instrument.description,
+                "quantity": _decimal_text(item.amount),
+                "price": _decimal_text(item.price),
+                "cost": _decimal_text(item.cost),
+                "fee_type": item.fee_type,
+                "position_effect": item.position_effect,
+            }
+        )
+        if not found and instrument.asset_type not in (None, "CURRENCY"):
+            symbol, found = instrument.symbol, True
+    return items, symbol
+
+
+def parse_transactions(body: bytes) -> Page:
+    """A transactions answer as columns.
+
+    The content hash is the md5 of the transaction's JSON exactly as the provider sent it, so any
+    change the provider makes (pending -> posted, a corrected amount) is seen.
+    """
+    batch = TransactionBatch()
+    batch_ids: set[str] = set()
+    try:
+        raws = _RAW_LIST.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError is one; the message names the field
+        raise SyncError(f"the provider sent transactions Dashtam cannot read: {exc}") from None
+    for row, raw in enumerate(raws):
+        try:
+            transaction = _TRANSACTION.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise SyncError(
+                f"the provider sent a transaction Dashtam cannot read (row {row}): {exc}"
+            ) from None
+        provider_id = str(transaction.activity_id)
+        if provider_id in batch_ids:
+            continue
+        batch_ids.add(provider_id)
+        items, symbol = _items(transaction)
+        trade, settlement = transaction.trade_date, transaction.settlement_date
+        batch.provider_ids.append(provider_id)
+        batch.times.append(_instant(transaction.time))
+        batch.trade_dates.append(None if trade is None else _instant(trade))
+        batch.settlement_dates.append(None if settlement is None else _instant(settlement))
+        batch.types.append(transaction.type or "")
+        batch.statuses.append(_STATUSES.get(transaction.status or "", "invalid"))
+        batch.descriptions.append(transaction.description or "")
+        batch.symbols.append(symbol)
+        batch.net_amounts.append(_decimal_text(transaction.net_amount) or "0")
+        batch.items.append(_ITEMS.encode(items).decode())
+        batch.content_hashes.append(hashlib.md5(raw, usedforsecurity=False).hexdigest())
+    return Page(batch, len(raws))
 
 
 def _digest(text: str) -> str:
@@ -303,10 +453,7 @@ class TraderClient:
             "types": ",".join(TRANSACTION_TYPES),
         }
         response = await self._request(f"/trader/v1/accounts/{account_hash}/transactions", params)
-        rows = json.loads(response.content)  # floats here are only counted, never kept
-        capped = len(rows) >= MAX_TRANSACTIONS_PER_CALL
-        newest = max(datetime.fromisoformat(r["time"]) for r in rows) if capped else None
-        return Page(response.text, len(rows), capped, newest)
+        return parse_transactions(response.content)
 
 
 def _safe_path(path: str) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dashtam.accounts.schwab import AccountSnapshot, PositionRecord
+from dashtam.accounts.schwab import AccountSnapshot, PositionRecord, TransactionBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,52 +187,25 @@ async def replace_positions(
     return True
 
 
-# From the provider's JSON page to stored rows in one statement. PostgreSQL parses the page as
-# jsonb, whose numbers are exact numerics; the content hash is the md5 of each transaction's
-# canonical jsonb text, so any change the provider makes is seen. The upsert and the marking of
-# missing rows touch disjoint rows (ids in the batch / ids not in it).
+# A parsed answer to stored rows in one statement: the columns arrive as arrays. The upsert and the
+# marking of missing rows touch disjoint rows (ids in the batch / ids not in it).
 _WRITE_TRANSACTIONS = text(
     """
     WITH batch AS (
-        SELECT DISTINCT ON (provider_id) *
-        FROM (
-            SELECT tx->>'activityId' AS provider_id,
-                (tx->>'time')::timestamptz AS time,
-                (tx->>'tradeDate')::timestamptz AS trade_date,
-                (tx->>'settlementDate')::timestamptz AS settlement_date,
-                coalesce(tx->>'type', '') AS type,
-                CASE tx->>'status' WHEN 'VALID' THEN 'posted' WHEN 'PENDING' THEN 'pending'
-                    ELSE 'invalid' END AS status,
-                coalesce(tx->>'description', '') AS description,
-                coalesce((tx->>'netAmount')::numeric, 0) AS net_amount,
-                i.items, i.symbol,
-                md5(tx::text) AS content_hash
-            FROM jsonb_array_elements(CAST(:page AS jsonb)) AS page(tx)
-            CROSS JOIN LATERAL (
-                SELECT coalesce(jsonb_agg(jsonb_build_object(
-                        'symbol', item->'instrument'->>'symbol',
-                        'cusip', item->'instrument'->>'cusip',
-                        'asset_type', item->'instrument'->>'assetType',
-                        'description', item->'instrument'->>'description',
-                        'quantity', item->>'amount',
-                        'price', item->>'price',
-                        'cost', item->>'cost',
-                        'fee_type', item->>'feeType',
-                        'position_effect', item->>'positionEffect') ORDER BY n), '[]') AS items,
-                    (array_agg(item->'instrument'->>'symbol' ORDER BY n) FILTER (
-                        WHERE item->'instrument'->>'assetType' <> 'CURRENCY'))[1] AS symbol
-                FROM jsonb_array_elements(coalesce(tx->'transferItems', '[]'))
-                    WITH ORDINALITY AS items(item, n)
-            ) AS i
-        ) AS parsed
+        SELECT * FROM unnest(CAST(:provider_ids AS text[]), CAST(:times AS timestamptz[]),
+            CAST(:trade_dates AS timestamptz[]), CAST(:settlement_dates AS timestamptz[]),
+            CAST(:types AS text[]), CAST(:statuses AS text[]), CAST(:descriptions AS text[]),
+            CAST(:symbols AS text[]), CAST(:net_amounts AS text[]), CAST(:items AS text[]),
+            CAST(:content_hashes AS text[]))
+        AS u(provider_id, time, trade_date, settlement_date, type, status, description, symbol,
+             net_amount, items, content_hash)
         WHERE time >= :window_start AND time < :window_end
-        ORDER BY provider_id
     ),
     upserted AS (
         INSERT INTO transactions AS t (account_id, provider_transaction_id, time, trade_date,
             settlement_date, type, status, description, symbol, net_amount, items, content_hash)
         SELECT :account_id, provider_id, time, trade_date, settlement_date, type, status,
-            description, symbol, net_amount, items, content_hash
+            description, symbol, net_amount::numeric, items::jsonb, content_hash
         FROM batch
         ON CONFLICT (account_id, provider_transaction_id) DO UPDATE
         SET time = EXCLUDED.time, trade_date = EXCLUDED.trade_date,
@@ -263,17 +236,17 @@ async def write_transactions(
     conn: AsyncConnection,
     account_id: uuid.UUID,
     window: tuple[datetime, datetime],
-    page: str,
+    batch: TransactionBatch,
     now: datetime,
     *,
     mark_missing: bool = True,
 ) -> WriteCounts:
     """Make the stored window ``[start, end)`` equal what the provider returned for it.
 
-    ``page`` is the provider's JSON answer for the window. New ids are inserted, changed ones
-    (content differs, e.g. pending -> posted) updated, equal ones left untouched, and stored ones
-    the provider no longer returns marked missing (``mark_missing=False`` skips that search
-    when the caller knows nothing is stored in the window, as in a first sync).
+    New ids are inserted, changed ones (content differs, e.g. pending -> posted) updated, equal
+    ones left untouched, and stored ones the provider no longer returns marked missing
+    (``mark_missing=False`` skips that search when the caller knows nothing is stored in the
+    window, as in a first sync). Rows outside the window are ignored.
     """
     params = {
         "mark_missing": mark_missing,
@@ -281,7 +254,17 @@ async def write_transactions(
         "now": now,
         "window_start": window[0],
         "window_end": window[1],
-        "page": page,
+        "provider_ids": batch.provider_ids,
+        "times": batch.times,
+        "trade_dates": batch.trade_dates,
+        "settlement_dates": batch.settlement_dates,
+        "types": batch.types,
+        "statuses": batch.statuses,
+        "descriptions": batch.descriptions,
+        "symbols": batch.symbols,
+        "net_amounts": batch.net_amounts,
+        "items": batch.items,
+        "content_hashes": batch.content_hashes,
     }
-    batch, inserted, updated, missing = (await conn.execute(_WRITE_TRANSACTIONS, params)).one()
-    return WriteCounts(inserted, updated, batch - inserted - updated, missing)
+    counted, inserted, updated, missing = (await conn.execute(_WRITE_TRANSACTIONS, params)).one()
+    return WriteCounts(inserted, updated, counted - inserted - updated, missing)

@@ -32,6 +32,7 @@ from dashtam.accounts.schwab import (
     NeedsReauth,
     SyncError,
     TraderClient,
+    TransactionBatch,
 )
 from dashtam.accounts.store import (
     StoredAccount,
@@ -57,7 +58,7 @@ class TransactionWriter(Protocol):
         conn: AsyncConnection,
         account_id: uuid.UUID,
         window: tuple[datetime, datetime],
-        page: str,
+        batch: TransactionBatch,
         now: datetime,
         *,
         mark_missing: bool = True,
@@ -83,7 +84,7 @@ class SyncOptions:
 class Window:
     start: datetime
     end: datetime
-    page: str  # the provider's JSON answer
+    batch: TransactionBatch
     rows: int
     calls: int  # requests it took, counting capped answers that were thrown away
 
@@ -107,7 +108,7 @@ async def transaction_windows(
                 guess = (page.newest - start) * TARGET_ROWS / page.rows
             span = max(MIN_WINDOW, min(whole / 2, guess))
             continue
-        yield Window(start, stop, page.body, page.rows, calls)
+        yield Window(start, stop, page.batch, page.rows, calls)
         calls = 0
         span = MAX_WINDOW if page.rows == 0 else (stop - start) * TARGET_ROWS / page.rows
         span = max(MIN_WINDOW, min(MAX_WINDOW, span))
@@ -224,7 +225,7 @@ class ConnectionSync:
                 conn,
                 account.id,
                 (window.start, window.end),
-                window.page,
+                window.batch,
                 self.now,
                 mark_missing=mark_missing,
             )

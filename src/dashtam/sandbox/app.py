@@ -25,6 +25,7 @@ class SandboxState:
     config: SandboxConfig
     stats: Stats = field(default_factory=Stats)
     data: SandboxData = field(init=False)
+    rendered: trader.RenderedTransactions = field(default_factory=trader.RenderedTransactions)
     oauth: OAuthServer = field(init=False)
     faults: FaultInjector = field(init=False)
 
@@ -133,12 +134,12 @@ async def transactions(
     end_date: Annotated[str | None, Query(alias="endDate")] = None,
     types: str | None = None,
     symbol: str | None = None,
-) -> list[trader.JSON]:
+) -> Response:
     window = trader.parse_window(start_date, end_date)
     wanted = trader.parse_types(types)
     book = state.data.transactions(account)
     found = trader.find_transactions(book, window, wanted, symbol)
-    return [trader.transaction_json(tx, account.number) for tx in found]
+    return Response(state.rendered.page(found, account.number), media_type="application/json")
 
 
 @trader_router.get("/accounts/{account_hash}/transactions/{activity_id}")

@@ -16,6 +16,7 @@ from sqlmodel import col
 from tests.integration.accounts.conftest import Harness
 
 from dashtam.accounts import runs
+from dashtam.accounts.schwab import TransactionBatch
 from dashtam.accounts.store import WriteCounts, write_transactions
 from dashtam.accounts.sync import Outcome
 from dashtam.models import Account, Transaction
@@ -255,7 +256,7 @@ async def test_a_failed_run_keeps_whole_batches_and_the_next_one_fills_the_gap(
             conn: AsyncConnection,
             account_id: uuid.UUID,
             window: tuple[datetime, datetime],
-            page: str,
+            batch: TransactionBatch,
             now: datetime,
             *,
             mark_missing: bool = True,
@@ -265,7 +266,7 @@ async def test_a_failed_run_keeps_whole_batches_and_the_next_one_fills_the_gap(
             if batches == 2:
                 h.sandbox.faults.schedule(Fault("server_error"), 10, "trader")
             return await write_transactions(
-                conn, account_id, window, page, now, mark_missing=mark_missing
+                conn, account_id, window, batch, now, mark_missing=mark_missing
             )
 
         _run_id, outcome = await h.sync(fail_after_two_batches)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -67,7 +66,7 @@ def transactions(client: TraderClient) -> Callable[[], object]:
 async def test_rate_limit_waits_retry_after_then_succeeds() -> None:
     client, _, seen, slept = scripted(
         httpx.Response(429, headers={"Retry-After": "3"}),
-        ok([{"time": "2025-01-02T00:00:00+0000"}]),
+        ok([{"activityId": 1, "time": "2025-01-02T00:00:00+0000"}]),
     )
 
     page = await transactions(client)()  # type: ignore[misc]
@@ -129,14 +128,16 @@ async def test_transactions_request_all_types_and_an_exclusive_end() -> None:
 
 
 async def test_a_full_page_is_capped_and_reports_its_newest_time() -> None:
-    rows = [{"time": f"2025-01-{1 + n % 28:02d}T00:00:00+0000"} for n in range(3000)]
+    rows = [
+        {"activityId": n, "time": f"2025-01-{1 + n % 28:02d}T00:00:00+0000"} for n in range(3000)
+    ]
     client, _, _, _ = scripted(ok(rows))
 
     page = await transactions(client)()  # type: ignore[misc]
 
     assert page.capped
     assert page.newest == datetime(2025, 1, 28, tzinfo=UTC)
-    assert json.loads(page.body) == rows
+    assert page.batch.provider_ids == [str(n) for n in range(3000)]
 
 
 def test_retry_after_is_capped_and_jitter_stays_under_the_ceiling() -> None:

@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashtam.accounts.schwab import MAX_TRANSACTIONS_PER_CALL, MAX_WINDOW, Page, SyncError
+from dashtam.accounts.schwab import (
+    MAX_TRANSACTIONS_PER_CALL,
+    MAX_WINDOW,
+    Page,
+    SyncError,
+    TransactionBatch,
+)
 from dashtam.accounts.sync import transaction_windows
 
 END = datetime(2025, 1, 1, tzinfo=UTC)
@@ -27,8 +33,7 @@ class FakeProvider:
         assert end - start <= MAX_WINDOW
         low, high = bisect.bisect_left(self.times, start), bisect.bisect_left(self.times, end)
         found = self.times[low:high][:MAX_TRANSACTIONS_PER_CALL]
-        capped = len(found) >= MAX_TRANSACTIONS_PER_CALL
-        return Page("[]", len(found), capped, max(found) if capped else None)
+        return Page(TransactionBatch(times=found), len(found))
 
 
 def spread(count: int, days: int, seed: int = 1) -> list[datetime]:
