@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import result_key_prefix
+from arq.jobs import Job, JobStatus
 
 from dashtam.core.config import Settings
 
@@ -45,10 +47,20 @@ async def job_queue(settings: Settings) -> AsyncIterator[ArqRedis]:
 
 
 async def enqueue_sync(
-    pool: ArqRedis, settings: Settings, run_id: uuid.UUID, attempt: int = 0
+    pool: ArqRedis,
+    settings: Settings,
+    run_id: uuid.UUID,
+    attempt: int = 0,
+    *,
+    replace_finished: bool = False,
 ) -> bool:
-    """Queue the run's job; False when that attempt's job is already queued or done."""
-    job = await pool.enqueue_job(
-        SYNC_JOB, str(run_id), _job_id=sync_job_id(settings, run_id, attempt)
-    )
+    """Queue the run's job; False when that attempt's job is already queued or done.
+
+    ``replace_finished`` is for runs known to be unattended: a job of that attempt that has
+    finished (it gave up while the connection stayed busy) no longer blocks a new one.
+    """
+    job_id = sync_job_id(settings, run_id, attempt)
+    if replace_finished and await Job(job_id, pool).status() is JobStatus.complete:
+        await pool.delete(result_key_prefix + job_id)
+    job = await pool.enqueue_job(SYNC_JOB, str(run_id), _job_id=job_id)
     return job is not None

@@ -102,7 +102,7 @@ async def recover_abandoned_runs(ctx: dict[str, Any]) -> int:
         abandoned = await runs.abandoned_runs(conn)
     queued = 0
     for run_id, attempts in abandoned:
-        queued += await enqueue_sync(pool, deps.settings, run_id, attempts)
+        queued += await enqueue_sync(pool, deps.settings, run_id, attempts, replace_finished=True)
     return queued
 
 
