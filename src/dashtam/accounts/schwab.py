@@ -163,9 +163,6 @@ class TransactionBatch:
     items: list[str] = field(default_factory=list)
     content_hashes: list[str] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.provider_ids)
-
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -276,12 +273,12 @@ def parse_transactions(body: bytes) -> Page:
     batch_ids: set[str] = set()
     try:
         raws = _RAW_LIST.decode(body)
-    except msgspec.DecodeError as exc:  # ValidationError is one; the message names the field
+    except msgspec.DecodeError as exc:
         raise SyncError(f"the provider sent transactions Dashtam cannot read: {exc}") from None
     for row, raw in enumerate(raws):
         try:
             transaction = _TRANSACTION.decode(raw)
-        except msgspec.DecodeError as exc:
+        except msgspec.DecodeError as exc:  # ValidationError is one; the message names the field
             raise SyncError(
                 f"the provider sent a transaction Dashtam cannot read (row {row}): {exc}"
             ) from None

@@ -232,6 +232,13 @@ _WRITE_TRANSACTIONS = text(
 )
 
 
+# Searching a window's stored rows for ones the provider no longer returns gets a plan made for
+# this batch: the prepared statement's cached plan was seen taking 0.5 s for a 1,500-row window
+# that a fresh plan does in 20 ms (a full re-sync ran 5x slower). A first sync has nothing to
+# search and keeps the cached plan, which is cheaper to run there.
+_CUSTOM_PLAN = text("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
 async def write_transactions(
     conn: AsyncConnection,
     account_id: uuid.UUID,
@@ -266,5 +273,7 @@ async def write_transactions(
         "items": batch.items,
         "content_hashes": batch.content_hashes,
     }
+    if mark_missing:
+        await conn.execute(_CUSTOM_PLAN)
     counted, inserted, updated, missing = (await conn.execute(_WRITE_TRANSACTIONS, params)).one()
     return WriteCounts(inserted, updated, counted - inserted - updated, missing)

@@ -3,7 +3,7 @@
 Authenticating a request reads the deny-list entry and the cached principal in one Redis round
 trip, so the common path never opens a database session. A miss reads the user row and caches
 it. Changes to a user forget the cached copy after they commit; the TTL bounds how long a copy
-can outlive a change whose forget failed because Redis was unreachable.
+can outlive a change whose forget failed (Redis unreachable) or that raced a miss's read.
 """
 
 from __future__ import annotations
