@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from arq import Worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.sandbox import create_connection, delete_owner
@@ -14,6 +15,7 @@ from dashtam.jobs.queue import enqueue_sync, job_queue
 from dashtam.jobs.worker import WorkerDeps, recover_abandoned_runs, worker_options
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")  # inside arq
 async def test_a_run_whose_job_gave_up_is_queued_again(
     engine: AsyncEngine, app_settings: TestSettings
 ) -> None:
