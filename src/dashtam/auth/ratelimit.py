@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -66,6 +67,18 @@ class Limit(StrEnum):
     REFRESH = "refresh"
     VERIFY_EMAIL_RESEND = "verify_email_resend"
 
+    @property
+    def setting(self) -> str:
+        """The setting that sets this limit, named in every 429 so it can be found."""
+        return f"RATE_LIMIT_{self.name}"
+
+    @property
+    def counts_only_successes(self) -> bool:
+        """Registration limits how many accounts an address creates: a refused attempt (a
+        duplicate, a weak password) creates none. Every other limit guards against guessing or
+        mail floods, where each accepted request counts."""
+        return self is Limit.REGISTER
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -74,14 +87,7 @@ class Rate:
 
     @classmethod
     def for_limit(cls, settings: Settings, limit: Limit) -> Rate:
-        spec = {
-            Limit.LOGIN: settings.RATE_LIMIT_LOGIN,
-            Limit.REGISTER: settings.RATE_LIMIT_REGISTER,
-            Limit.PASSWORD_RESET: settings.RATE_LIMIT_PASSWORD_RESET,
-            Limit.REFRESH: settings.RATE_LIMIT_REFRESH,
-            Limit.VERIFY_EMAIL_RESEND: settings.RATE_LIMIT_VERIFY_EMAIL_RESEND,
-        }[limit]
-        requests, _, seconds = spec.partition("/")
+        requests, _, seconds = str(getattr(settings, limit.setting)).partition("/")
         return cls(int(requests), int(seconds))
 
 
@@ -103,12 +109,13 @@ class Decision:
         return headers
 
 
-async def hit(redis: Redis, key: str, rate: Rate) -> Decision | None:
-    """Count one request against `key`; None when Redis is unavailable (fail open)."""
+async def hit(redis: Redis, key: str, rate: Rate, member: str | None = None) -> Decision | None:
+    """Count one request against `key` (as `member`, so it can be released); None when Redis
+    is unavailable (fail open)."""
     window_ms = rate.window_seconds * 1000
     try:
         allowed, remaining, reset_ms = await redis.register_script(SLIDING_WINDOW)(
-            keys=[key], args=[rate.requests, window_ms, uuid.uuid4().hex]
+            keys=[key], args=[rate.requests, window_ms, member or uuid.uuid4().hex]
         )
     except RedisError:
         logger.warning("rate limiting skipped: Redis is unavailable", extra={"key": key})
@@ -116,27 +123,58 @@ async def hit(redis: Redis, key: str, rate: Rate) -> Decision | None:
     return Decision(bool(allowed), rate.requests, int(remaining), -(-int(reset_ms) // 1000))
 
 
-def rate_limited(limit: Limit) -> Callable[[Request, Response], Awaitable[None]]:
-    """A route dependency enforcing `limit` per client IP, with X-RateLimit-* headers."""
+async def release(redis: Redis, key: str, member: str) -> None:
+    """Give back a counted request that turned out not to count."""
+    try:
+        await redis.zrem(key, member)
+    except RedisError:
+        logger.warning("rate limit release skipped: Redis is unavailable", extra={"key": key})
 
-    async def enforce(request: Request, response: Response) -> None:
+
+def _counts(limit: Limit, error: Exception) -> bool:
+    """Does a request that raised `error` still count? A body that fails validation never
+    does (it reached nothing); for success-only limits no failure does."""
+    return not (limit.counts_only_successes or isinstance(error, RequestValidationError))
+
+
+def rate_limited(limit: Limit) -> Callable[[Request, Response], AsyncIterator[None]]:
+    """A route dependency enforcing `limit` per client IP, with X-RateLimit-* headers.
+
+    The request takes its place in the window first (atomically, so concurrent requests
+    cannot overshoot) and gives it back if it ends in an error that does not count.
+    """
+
+    async def enforce(request: Request, response: Response) -> AsyncIterator[None]:
         settings: Settings = request.app.state.settings
         if not settings.RATE_LIMITS_ENABLED:
+            yield
             return
         keys: RedisKeys = request.app.state.redis_keys
+        redis: Redis = request.app.state.redis
         client = RequestContext.from_request(request).ip or "unknown"
-        key = keys("ratelimit", limit.value, client)
-        decision = await hit(request.app.state.redis, key, Rate.for_limit(settings, limit))
+        key, member = keys("ratelimit", limit.value, client), uuid.uuid4().hex
+        rate = Rate.for_limit(settings, limit)
+        decision = await hit(redis, key, rate, member)
         if decision is None:
+            yield
             return
         if not decision.allowed:
             raise ProblemError(
                 429,
-                f"Too many requests; try again in {decision.reset_seconds} seconds.",
+                f"Too many {limit.value.replace('_', ' ')} requests from this address: at most "
+                f"{rate.requests} per {rate.window_seconds} seconds ({limit.setting}). Try again "
+                f"in {decision.reset_seconds} seconds.",
                 code="rate_limited",
                 headers=decision.headers(),
+                extra={"setting": limit.setting},
             )
         response.headers.update(decision.headers())
+        try:
+            yield
+        except Exception as error:
+            if not _counts(limit, error):
+                await release(redis, key, member)
+            raise
 
     return enforce
 

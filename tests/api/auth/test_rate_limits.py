@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 from tests.support.auth import API, DEFAULT_PASSWORD, login, register, unique_email
 from tests.test_config import TestSettings
 
-from dashtam.auth.ratelimit import Rate, hit
+from dashtam.auth.ratelimit import Limit, Rate, hit
+from dashtam.core.config import EXAMPLE_ENV_DIR, load_settings
 from dashtam.core.redis import RedisKeys
 
 
@@ -35,6 +36,7 @@ def _assert_limited(response: httpx.Response, limit: int) -> None:
     assert response.headers["x-ratelimit-remaining"] == "0"
     assert 0 < int(response.headers["retry-after"]) <= 60
     assert response.headers["x-ratelimit-reset"] == response.headers["retry-after"]
+    assert response.json()["setting"] in response.json()["detail"]
 
 
 async def test_login_is_limited_with_headers(
@@ -50,7 +52,9 @@ async def test_login_is_limited_with_headers(
     assert await redis.exists(redis_keys("ratelimit", "login", "127.0.0.1")) == 1
 
 
-async def test_register_is_limited(client: httpx.AsyncClient) -> None:
+async def test_register_is_limited_and_the_429_names_its_setting(
+    client: httpx.AsyncClient,
+) -> None:
     await register(client)
     await register(client)
     third = await client.post(
@@ -58,6 +62,49 @@ async def test_register_is_limited(client: httpx.AsyncClient) -> None:
         json={"email": unique_email(), "password": "valid-but-late-pass", "name": "Late"},
     )
     _assert_limited(third, 2)
+    assert third.json()["setting"] == "RATE_LIMIT_REGISTER"
+    assert "at most 2 per 60 seconds (RATE_LIMIT_REGISTER)" in third.json()["detail"]
+
+
+async def test_only_registrations_that_create_an_account_count(
+    client: httpx.AsyncClient,
+) -> None:
+    """Malformed bodies (422), weak passwords and duplicates create nothing: all are free."""
+    taken = (await register(client))["email"]
+    attempts = [
+        {"email": "not-an-address", "password": DEFAULT_PASSWORD, "name": "Typo"},
+        {"email": unique_email(), "password": "short-pw-1", "name": "Weak"},
+        {"email": taken, "password": DEFAULT_PASSWORD, "name": "Again"},
+    ]
+    for body in attempts * 2:
+        response = await client.post(f"{API}/auth/register", json=body)
+        assert response.status_code in (409, 422), response.text
+    second = await register(client)  # the second account of a 2/60 limit: still allowed
+    assert second["email"]
+    late = await client.post(
+        f"{API}/auth/register",
+        json={"email": unique_email(), "password": DEFAULT_PASSWORD, "name": "Third"},
+    )
+    _assert_limited(late, 2)
+
+
+async def test_a_malformed_login_does_not_count_but_a_wrong_password_does(
+    client: httpx.AsyncClient,
+) -> None:
+    email = unique_email()
+    await register(client, email=email)
+    for _ in range(5):
+        malformed = await client.post(f"{API}/auth/login", json={"email": email})
+        assert malformed.status_code == 422
+    wrong = {"email": email, "password": "not-the-password-at-all"}
+    statuses = [(await client.post(f"{API}/auth/login", json=wrong)).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_dev_allows_someone_trying_the_api_many_sign_ups() -> None:
+    dev = load_settings(EXAMPLE_ENV_DIR / ".env.dev.example")
+    rate = Rate.for_limit(dev, Limit.REGISTER)
+    assert rate.requests / rate.window_seconds * 3600 >= 50
 
 
 async def test_password_reset_is_limited(client: httpx.AsyncClient) -> None:
