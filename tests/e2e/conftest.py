@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,18 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.auth import signup_and_login, unique_email
 from tests.test_config import TestSettings
 
+from dashtam.devenv.isolated import free_ports
 from dashtam.devenv.manager import ServerProcess, process_env, server_processes
 from dashtam.devenv.processes import ManagedProcess, wait_until
 from dashtam.devenv.profiles import TEST
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -66,13 +59,13 @@ class Stack:
 def stack(
     base_settings: TestSettings, database_url: URL, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    callback_port = _free_port()
+    app_port, callback_port, sandbox_port = free_ports(3)
     overrides: dict[str, str] = {
         "DATABASE_URL": database_url.render_as_string(hide_password=False),
         "REDIS_KEY_PREFIX": f"{base_settings.REDIS_KEY_PREFIX}e2e{uuid.uuid4().hex[:8]}:",
-        "APP_PORT": str(_free_port()),
+        "APP_PORT": str(app_port),
         "CALLBACK_PORT": str(callback_port),
-        "SANDBOX_PORT": str(_free_port()),
+        "SANDBOX_PORT": str(sandbox_port),
         "SCHWAB_REDIRECT_URI": f"http://127.0.0.1:{callback_port}/callback",
         "LOG_LEVEL": "DEBUG",  # the most the logs can say, for the no-plaintext scan
         "RATE_LIMITS_ENABLED": "false",  # every e2e test signs up from 127.0.0.1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashtam.core.config import Settings
 from dashtam.core.crypto import TokenCipher
+from dashtam.devenv.isolated import free_port
 from dashtam.models import Provider, ProviderConnection, ProviderToken, User
 from dashtam.providers.tokens import ACCESS_TOKEN, REFRESH_TOKEN, seal
 from dashtam.sandbox.config import SandboxConfig
@@ -78,13 +78,6 @@ class SandboxTokens:
         await self._token({"grant_type": "refresh_token", "refresh_token": self._refresh})
         assert self._access is not None
         return self._access
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

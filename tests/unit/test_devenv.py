@@ -14,6 +14,7 @@ from cryptography import x509
 from dashtam.core.envfile import parse_env_file
 from dashtam.core.errors import UserError
 from dashtam.devenv.certs import ensure_certificates
+from dashtam.devenv.isolated import PORT_SETTINGS, free_ports, make_isolated_copy
 from dashtam.devenv.processes import ManagedProcess, require_free_port
 from dashtam.devenv.profiles import Profile
 from dashtam.devenv.setup import PLACEHOLDER, generate_env_file
@@ -106,3 +107,12 @@ def test_certificate_has_the_local_sans_and_is_reused(tmp_path: Path) -> None:
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert key_file.stat().st_mode & 0o077 == 0
     assert ensure_certificates(cert_file, key_file) is False
+
+
+def test_free_ports_are_distinct(tmp_path: Path) -> None:
+    """An isolated copy needs ten ports at once; the same port twice made its servers collide
+    (test PostgreSQL and Redis were once given one port)."""
+    assert len(set(free_ports(200))) == 200
+    copy = make_isolated_copy(tmp_path)
+    ports = [env[key] for env in copy.settings.values() for key in PORT_SETTINGS]
+    assert len(set(ports)) == len(ports) == 10

@@ -6,6 +6,7 @@ without touching them. The side-by-side tests and the benchmarks use it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -20,10 +21,18 @@ PORT_SETTINGS = ("POSTGRES_PORT", "REDIS_PORT", "APP_PORT", "CALLBACK_PORT", "SA
 INHERITED_POINTERS = ("DASHTAM_ENV_FILE", "DASHTAM_TEST_RUN_ID", "DATABASE_URL", "REDIS_URL")
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen, so the
+    system cannot hand out the same port twice."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,12 @@ class IsolatedCopy:
 def make_isolated_copy(folder: Path) -> IsolatedCopy:
     """Generate env files (fresh secrets, free ports) for both environments under `folder`."""
     values = {}
+    ports = iter(free_ports(2 * len(PORT_SETTINGS)))
     for name, ephemeral in (("dev", False), ("test", True)):
         profile = Profile(name, ephemeral=ephemeral, env_dir=folder / "env")
         generate_env_file(profile)
         env = parse_env_file(profile.env_file)
-        env.update({key: str(free_port()) for key in PORT_SETTINGS})
+        env.update({key: str(next(ports)) for key in PORT_SETTINGS})
         env["SCHWAB_REDIRECT_URI"] = env["SCHWAB_REDIRECT_URI"].replace(
             str(8182 if name == "dev" else 8183), env["CALLBACK_PORT"]
         )
