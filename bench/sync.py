@@ -10,6 +10,7 @@ template and dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import resource
@@ -29,15 +30,15 @@ from tests.support.sandbox import SandboxTokens, create_connection, sandbox_proc
 from tests.test_config import TEST_ENV_FILE, TestSettings
 
 from dashtam.accounts import runs
-from dashtam.accounts.schwab import RetryPolicy, TraderClient, TransactionBatch
-from dashtam.accounts.store import WriteCounts, write_transactions
-from dashtam.accounts.sync import (
-    ClientFactory,
-    SyncOptions,
-    TransactionWriter,
-    execute_run,
-    transaction_windows,
+from dashtam.accounts.schwab import (
+    TRANSACTION_LIMITS,
+    RetryPolicy,
+    TraderClient,
+    TransactionBatch,
 )
+from dashtam.accounts.store import WriteCounts, write_transactions
+from dashtam.accounts.sync import ClientFactory, SyncOptions, TransactionWriter, execute_run
+from dashtam.accounts.windows import Window, plan_windows
 from dashtam.core.config import ENV_FILE_VARIABLE
 from dashtam.core.database import create_engine
 from dashtam.models import Transaction
@@ -62,7 +63,7 @@ def peak_rss_growth_mb(before: int) -> float:
 async def naive_writer(
     conn: AsyncConnection,
     account_id: uuid.UUID,
-    window: tuple[datetime, datetime],
+    window: Window,
     batch: TransactionBatch,
     now: datetime,
     *,
@@ -72,8 +73,6 @@ async def naive_writer(
     session = AsyncSession(bind=conn)
     inserted = 0
     for n, instant in enumerate(batch.times):
-        if not window[0] <= instant < window[1]:
-            continue
         session.add(
             Transaction(
                 account_id=account_id,
@@ -134,7 +133,8 @@ async def _measure(settings: TestSettings, sandbox_url: str) -> dict[str, float]
         now = datetime.now(UTC)
         for snapshot in await client.accounts():
             hash_value = snapshot.account.provider_account_id
-            async for _window in transaction_windows(client, hash_value, now - HISTORY, now):
+            fetch = functools.partial(client.transactions, hash_value)
+            async for _window in plan_windows(fetch, now - HISTORY, now, TRANSACTION_LIMITS):
                 pass
 
         fast = await create_connection(engine)

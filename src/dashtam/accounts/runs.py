@@ -90,10 +90,17 @@ async def connection_of(conn: AsyncConnection, run_id: uuid.UUID) -> uuid.UUID |
 async def set_window(
     conn: AsyncConnection, run_id: uuid.UUID, start: datetime, end: datetime, accounts: int
 ) -> None:
+    """An attempt's range and account count. A takeover keeps the earliest start, so the run's
+    window stays what the run as a whole covered; account progress restarts with the attempt."""
     await conn.execute(
         update(SyncRun)
         .where(col(SyncRun.id) == run_id)
-        .values(window_start=start, window_end=end, accounts_total=accounts)
+        .values(
+            window_start=func.least(SyncRun.window_start, start),
+            window_end=end,
+            accounts_total=accounts,
+            accounts_done=0,
+        )
     )
 
 

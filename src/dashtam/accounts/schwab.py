@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
+from dashtam.accounts.windows import RESOLUTION, Limits, Window, instant_text
 from dashtam.core.config import Settings
 
 # Schwab's transaction types; the endpoint requires `types`, and we want all of them.
@@ -41,8 +42,10 @@ TRANSACTION_TYPES = (
     "MONEY_MARKET",
     "SMA_ADJUSTMENT",
 )
-MAX_TRANSACTIONS_PER_CALL = 3000
-MAX_WINDOW = timedelta(days=365)
+# Schwab documents at most 3000 transactions per answer and at most a year per request. A window
+# spans at most 364 days, so its request (which starts a millisecond early, see `transactions`)
+# stays inside the year however long that year is.
+TRANSACTION_LIMITS = Limits(row_cap=3000, max_window=timedelta(days=364))
 _STATUSES = {"VALID": "posted", "PENDING": "pending"}  # anything else (INVALID, CANCELED...)
 JSON = dict[str, Any]
 
@@ -67,6 +70,10 @@ class NeedsReauth(SyncError):
 
 class ProviderUnavailable(SyncError):
     """Rate limits or server errors outlasted the retries."""
+
+
+class ProviderDataError(SyncError):
+    """An answer that is unreadable or contradicts itself; the message names the row."""
 
 
 @dataclass(frozen=True)
@@ -145,10 +152,9 @@ class AccountSnapshot:
 
 @dataclass(slots=True)
 class TransactionBatch:
-    """One answer's transactions as columns, the arrays the bulk upsert sends in one statement.
+    """One window's transactions as columns, the arrays the bulk upsert sends in one statement.
 
-    Amounts are exact decimal text and items JSON text, both cast by PostgreSQL; a provider id
-    seen twice in one answer is kept once.
+    Amounts are exact decimal text and items JSON text, both cast by PostgreSQL.
     """
 
     provider_ids: list[str] = field(default_factory=list)
@@ -166,18 +172,11 @@ class TransactionBatch:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One transactions answer.
-
-    `rows` counts the answer as sent; `capped` means the provider stopped at its row limit, so
-    the window is incomplete, and `newest`, the latest time among the rows, hints at the density.
-    """
+    """One window's answer: the batch holds exactly the window's transactions, `rows` counts the
+    answer as sent (compared with the row cap), `newest` is the latest time in the batch."""
 
     batch: TransactionBatch
     rows: int
-
-    @property
-    def capped(self) -> bool:
-        return self.rows >= MAX_TRANSACTIONS_PER_CALL
 
     @property
     def newest(self) -> datetime | None:
@@ -234,7 +233,9 @@ def _instant(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise SyncError(f"the provider sent a time Dashtam cannot read: {text[:40]!r}") from None
+        raise ProviderDataError(
+            f"the provider sent a time Dashtam cannot read: {text[:40]!r}"
+        ) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
@@ -263,33 +264,54 @@ def _items(transaction: _Transaction) -> tuple[list[dict[str, str | None]], str 
     return items, symbol
 
 
-def parse_transactions(body: bytes) -> Page:
-    """A transactions answer as columns.
+def parse_transactions(body: bytes, window: Window) -> Page:
+    """The answer to a request for `window` (see `TraderClient.transactions`), as columns.
 
-    The content hash is the md5 of the transaction's JSON exactly as the provider sent it, so any
-    change the provider makes (pending -> posted, a corrected amount) is seen.
+    Rows inside the window are kept; rows the request covers but the window does not (the
+    millisecond before it, or its exact end) belong to a neighbouring window and are left to it;
+    any other row, or one id sent twice with different content, means the answer cannot be
+    trusted, and nothing of it is kept. The content hash is the md5 of the transaction's JSON
+    exactly as sent, so any change the provider makes (pending -> posted, a corrected amount) is
+    seen.
     """
     batch = TransactionBatch()
-    batch_ids: set[str] = set()
+    seen: dict[str, tuple[int, str]] = {}  # provider id -> (first row, content hash)
+    asked_from = window.start - RESOLUTION
     try:
         raws = _RAW_LIST.decode(body)
     except msgspec.DecodeError as exc:
-        raise SyncError(f"the provider sent transactions Dashtam cannot read: {exc}") from None
+        raise ProviderDataError(
+            f"the provider sent transactions Dashtam cannot read: {exc}"
+        ) from None
     for row, raw in enumerate(raws):
         try:
             transaction = _TRANSACTION.decode(raw)
         except msgspec.DecodeError as exc:  # ValidationError is one; the message names the field
-            raise SyncError(
+            raise ProviderDataError(
                 f"the provider sent a transaction Dashtam cannot read (row {row}): {exc}"
             ) from None
         provider_id = str(transaction.activity_id)
-        if provider_id in batch_ids:
+        content_hash = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        first = seen.setdefault(provider_id, (row, content_hash))
+        if first[0] != row:
+            if first[1] != content_hash:
+                raise ProviderDataError(
+                    f"the provider sent transaction {provider_id} twice with different content "
+                    f"(rows {first[0]} and {row})"
+                )
             continue
-        batch_ids.add(provider_id)
+        instant = _instant(transaction.time)
+        if instant not in window:
+            if not asked_from <= instant <= window.end:
+                raise ProviderDataError(
+                    f"the provider sent transaction {provider_id} (row {row}) at "
+                    f"{instant_text(instant)}, outside the range Dashtam asked for"
+                )
+            continue
         items, symbol = _items(transaction)
         trade, settlement = transaction.trade_date, transaction.settlement_date
         batch.provider_ids.append(provider_id)
-        batch.times.append(_instant(transaction.time))
+        batch.times.append(instant)
         batch.trade_dates.append(None if trade is None else _instant(trade))
         batch.settlement_dates.append(None if settlement is None else _instant(settlement))
         batch.types.append(transaction.type or "")
@@ -298,7 +320,7 @@ def parse_transactions(body: bytes) -> Page:
         batch.symbols.append(symbol)
         batch.net_amounts.append(_decimal_text(transaction.net_amount) or "0")
         batch.items.append(_ITEMS.encode(items).decode())
-        batch.content_hashes.append(hashlib.md5(raw, usedforsecurity=False).hexdigest())
+        batch.content_hashes.append(content_hash)
     return Page(batch, len(raws))
 
 
@@ -364,13 +386,6 @@ def parse_accounts(
         balances = _balances(account_type, securities.get("currentBalances") or {})
         snapshots.append(AccountSnapshot(account, balances, positions))
     return snapshots
-
-
-def schwab_instant(value: datetime) -> str:
-    """The request date format Schwab documents: ``2024-03-28T21:10:42.000Z``."""
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
 
 
 # -- client -----------------------------------------------------------------------------------
@@ -439,18 +454,21 @@ class TraderClient:
         by_number = {str(n["accountNumber"]): str(n["hashValue"]) for n in numbers}
         return parse_accounts(by_number, details, nicknames)
 
-    async def transactions(self, account_hash: str, start: datetime, end: datetime) -> Page:
-        """Transactions in ``[start, end)`` (end is sent less 1 ms; Schwab's is inclusive).
+    async def transactions(self, account_hash: str, window: Window) -> Page:
+        """Every transaction in `window`.
 
-        The window must not exceed a year.
+        Schwab takes a range of two instants at millisecond resolution and does not document
+        whether either end is inclusive. The request asks for ``[start - 1 ms, end]``, which
+        contains the window under every reading of the ends (all times being whole
+        milliseconds), and `parse_transactions` keeps exactly the window.
         """
         params = {
-            "startDate": schwab_instant(start),
-            "endDate": schwab_instant(end - timedelta(milliseconds=1)),
+            "startDate": instant_text(window.start - RESOLUTION),
+            "endDate": instant_text(window.end),
             "types": ",".join(TRANSACTION_TYPES),
         }
         response = await self._request(f"/trader/v1/accounts/{account_hash}/transactions", params)
-        return parse_transactions(response.content)
+        return parse_transactions(response.content, window)
 
 
 def _safe_path(path: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dashtam.accounts.schwab import AccountSnapshot, PositionRecord, TransactionBatch
+from dashtam.accounts.windows import Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,12 @@ class StoredAccount:
     id: uuid.UUID
     provider_account_id: str
     transactions_synced_to: datetime | None
+    number_last4: str
+
+    @property
+    def label(self) -> str:
+        """How messages name the account: never more of its number than the last four."""
+        return f"account ...{self.number_last4}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +52,7 @@ _UPSERT_ACCOUNTS = text(
     ON CONFLICT (connection_id, provider_account_id) DO UPDATE
     SET number_last4 = EXCLUDED.number_last4, type = EXCLUDED.type, name = EXCLUDED.name,
         status = 'active', last_synced_at = EXCLUDED.last_synced_at
-    RETURNING a.id, a.provider_account_id, a.transactions_synced_to
+    RETURNING a.id, a.provider_account_id, a.transactions_synced_to, a.number_last4
     """
 )
 _CLOSE_UNLISTED = text(
@@ -77,7 +84,7 @@ async def upsert_accounts(
             "names": [a.name for a in accounts],
         },
     )
-    stored = [StoredAccount(row[0], row[1], row[2]) for row in result]
+    stored = [StoredAccount(*row) for row in result]
     await conn.execute(
         _CLOSE_UNLISTED, {"connection_id": connection_id, "provider_ids": provider_ids}
     )
@@ -187,8 +194,8 @@ async def replace_positions(
     return True
 
 
-# A parsed answer to stored rows in one statement: the columns arrive as arrays. The upsert and the
-# marking of missing rows touch disjoint rows (ids in the batch / ids not in it).
+# A window's transactions to stored rows in one statement: the columns arrive as arrays. The upsert
+# and the marking of missing rows touch disjoint rows (ids in the batch / ids not in it).
 _WRITE_TRANSACTIONS = text(
     """
     WITH batch AS (
@@ -199,7 +206,6 @@ _WRITE_TRANSACTIONS = text(
             CAST(:content_hashes AS text[]))
         AS u(provider_id, time, trade_date, settlement_date, type, status, description, symbol,
              net_amount, items, content_hash)
-        WHERE time >= :window_start AND time < :window_end
     ),
     upserted AS (
         INSERT INTO transactions AS t (account_id, provider_transaction_id, time, trade_date,
@@ -242,25 +248,25 @@ _CUSTOM_PLAN = text("SET LOCAL plan_cache_mode = force_custom_plan")
 async def write_transactions(
     conn: AsyncConnection,
     account_id: uuid.UUID,
-    window: tuple[datetime, datetime],
+    window: Window,
     batch: TransactionBatch,
     now: datetime,
     *,
     mark_missing: bool = True,
 ) -> WriteCounts:
-    """Make the stored window ``[start, end)`` equal what the provider returned for it.
+    """Make the stored window equal `batch`, the provider's transactions in it.
 
     New ids are inserted, changed ones (content differs, e.g. pending -> posted) updated, equal
-    ones left untouched, and stored ones the provider no longer returns marked missing
-    (``mark_missing=False`` skips that search when the caller knows nothing is stored in the
-    window, as in a first sync). Rows outside the window are ignored.
+    ones left untouched, and stored ones in the window that the provider no longer returns marked
+    missing (``mark_missing=False`` skips that search when the caller knows nothing is stored in
+    the window, as in a first sync).
     """
     params = {
         "mark_missing": mark_missing,
         "account_id": account_id,
         "now": now,
-        "window_start": window[0],
-        "window_end": window[1],
+        "window_start": window.start,
+        "window_end": window.end,
         "provider_ids": batch.provider_ids,
         "times": batch.times,
         "trade_dates": batch.trade_dates,

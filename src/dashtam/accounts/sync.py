@@ -1,13 +1,10 @@
 """Sync one connection: accounts, balances and positions, then transactions window by window.
 
-Transactions are streamed: windows are fetched oldest first, one ahead of the writer, and each
-window is written and committed as a whole together with the account's watermark and the run's
-counters. A run that dies keeps every window it committed and nothing of the rest; the next run
-starts from the watermark, so there is neither a gap nor a duplicate.
-
-A window that comes back at the provider's row cap is incomplete: it is split (its size cut to
-what the returned rows suggest, at least halved) and fetched again, until no window is capped.
-Window sizes then adapt to the density seen so far, aiming well under the cap.
+Transactions are streamed: windows (`dashtam.accounts.windows`) are fetched oldest first, one
+ahead of the writer, and each window is written and committed as a whole together with the
+account's watermark (the window's end) and the run's counters. A run that dies keeps every
+window it committed and nothing of the rest; the next attempt starts at or before the watermark,
+so there is neither a gap nor a duplicate.
 """
 
 from __future__ import annotations
@@ -27,9 +24,10 @@ from sqlmodel import col
 
 from dashtam.accounts import runs
 from dashtam.accounts.schwab import (
-    MAX_TRANSACTIONS_PER_CALL,
-    MAX_WINDOW,
+    TRANSACTION_LIMITS,
     NeedsReauth,
+    Page,
+    ProviderDataError,
     SyncError,
     TraderClient,
     TransactionBatch,
@@ -42,14 +40,13 @@ from dashtam.accounts.store import (
     upsert_accounts,
     write_transactions,
 )
+from dashtam.accounts.windows import Fetched, Window, WindowError, plan_windows, resume_start
 from dashtam.core.config import Settings
 from dashtam.models.account import Account, Transaction, TransactionStatus
 from dashtam.models.base import utcnow
 
-MIN_WINDOW = timedelta(seconds=1)
 ACCOUNTS_IN_PARALLEL = 2
 ANALYZE_AFTER_ROWS = 10_000
-TARGET_ROWS = MAX_TRANSACTIONS_PER_CALL // 2
 
 
 class TransactionWriter(Protocol):
@@ -57,7 +54,7 @@ class TransactionWriter(Protocol):
         self,
         conn: AsyncConnection,
         account_id: uuid.UUID,
-        window: tuple[datetime, datetime],
+        window: Window,
         batch: TransactionBatch,
         now: datetime,
         *,
@@ -80,39 +77,23 @@ class SyncOptions:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    start: datetime
-    end: datetime
-    batch: TransactionBatch
-    rows: int
-    calls: int  # requests it took, counting capped answers that were thrown away
+async def account_windows(
+    client: TraderClient, account: StoredAccount, start: datetime, end: datetime
+) -> AsyncIterator[Fetched[Page]]:
+    """The account's complete windows covering ``[start, end)``; a failure names the account
+    and the window."""
 
+    async def fetch(window: Window) -> Page:
+        try:
+            return await client.transactions(account.provider_account_id, window)
+        except ProviderDataError as exc:
+            raise ProviderDataError(f"{account.label}, window {window}: {exc}") from None
 
-async def transaction_windows(
-    client: TraderClient, account_hash: str, start: datetime, end: datetime
-) -> AsyncIterator[Window]:
-    """Complete windows covering ``[start, end)`` in order, none of them capped."""
-    span = MAX_WINDOW
-    calls = 0
-    while start < end:
-        stop = min(start + span, end)
-        page = await client.transactions(account_hash, start, stop)
-        calls += 1
-        if page.capped:
-            whole = stop - start
-            if whole <= MIN_WINDOW:
-                raise SyncError("more transactions in one second than the provider returns")
-            guess = whole / 2
-            if page.newest is not None:  # the rows' spread hints at the density
-                guess = (page.newest - start) * TARGET_ROWS / page.rows
-            span = max(MIN_WINDOW, min(whole / 2, guess))
-            continue
-        yield Window(start, stop, page.batch, page.rows, calls)
-        calls = 0
-        span = MAX_WINDOW if page.rows == 0 else (stop - start) * TARGET_ROWS / page.rows
-        span = max(MIN_WINDOW, min(MAX_WINDOW, span))
-        start = stop
+    try:
+        async for fetched in plan_windows(fetch, start, end, TRANSACTION_LIMITS):
+            yield fetched
+    except WindowError as exc:
+        raise SyncError(f"{account.label}: {exc}") from None
 
 
 class ConnectionSync:
@@ -142,13 +123,19 @@ class ConnectionSync:
             first = min(starts.values(), default=self.now)
             await runs.set_window(conn, self.run_id, first, self.now, len(accounts))
         # Two accounts at a time: one's rows are parsed by PostgreSQL while the other's fetch.
+        # A task group, so one account's failure stops the other before the run is finished.
         lanes = asyncio.Semaphore(ACCOUNTS_IN_PARALLEL)
 
         async def one(account: StoredAccount) -> int:
             async with lanes:
                 return await self._transactions(account, starts[account.id])
 
-        inserted = sum(await asyncio.gather(*(one(a) for a in accounts)))
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(a)) for a in accounts]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        inserted = sum(task.result() for task in tasks)
         if inserted >= ANALYZE_AFTER_ROWS:  # fresh statistics keep the window queries on the
             async with self.engine.begin() as conn:  # time index (as after any bulk load)
                 await conn.execute(text("ANALYZE transactions"))
@@ -168,20 +155,22 @@ class ConnectionSync:
         return stored
 
     async def _start(self, account: StoredAccount) -> datetime:
-        """From the watermark less the overlap, or the oldest still-pending transaction."""
-        earliest = self.now - self.options.history
-        if account.transactions_synced_to is None:
-            return earliest
-        start = account.transactions_synced_to - self.options.overlap
-        async with self.engine.connect() as conn:
-            pending = await conn.scalar(
-                select(func.min(col(Transaction.time))).where(
-                    col(Transaction.account_id) == account.id,
-                    col(Transaction.status) == TransactionStatus.PENDING.value,
-                    col(Transaction.missing_since).is_(None),
+        pending = None
+        if account.transactions_synced_to is not None:
+            async with self.engine.connect() as conn:
+                pending = await conn.scalar(
+                    select(func.min(col(Transaction.time))).where(
+                        col(Transaction.account_id) == account.id,
+                        col(Transaction.status) == TransactionStatus.PENDING.value,
+                        col(Transaction.missing_since).is_(None),
+                    )
                 )
-            )
-        return max(earliest, min(start, pending) if pending else start)
+        return resume_start(
+            self.now - self.options.history,
+            account.transactions_synced_to,
+            self.options.overlap,
+            pending,
+        )
 
     async def _transactions(self, account: StoredAccount, start: datetime) -> int:
         """Fetch the next window while the current one is being written (a queue of one);
@@ -192,14 +181,12 @@ class ConnectionSync:
                     col(Transaction.account_id) == account.id
                 )
             )
-        queue: asyncio.Queue[Window | BaseException | None] = asyncio.Queue(maxsize=1)
+        queue: asyncio.Queue[Fetched[Page] | BaseException | None] = asyncio.Queue(maxsize=1)
 
         async def fetch() -> None:
             try:
-                async for window in transaction_windows(
-                    self.client, account.provider_account_id, start, self.now
-                ):
-                    await queue.put(window)
+                async for fetched in account_windows(self.client, account, start, self.now):
+                    await queue.put(fetched)
                 await queue.put(None)
             except Exception as exc:  # handed to the writer, which raises it
                 await queue.put(exc)
@@ -207,27 +194,25 @@ class ConnectionSync:
         fetcher = asyncio.create_task(fetch())
         inserted = 0
         try:
-            while (window := await queue.get()) is not None:
-                if isinstance(window, BaseException):
-                    raise window
+            while (fetched := await queue.get()) is not None:
+                if isinstance(fetched, BaseException):
+                    raise fetched
                 # Past the newest stored row there is nothing that could have gone missing.
-                unseen = stored_until is None or window.start > stored_until
-                inserted += await self._write(account, window, mark_missing=not unseen)
+                unseen = stored_until is None or fetched.window.start > stored_until
+                inserted += await self._write(account, fetched, mark_missing=not unseen)
         finally:
             fetcher.cancel()
         async with self.engine.begin() as conn:
             await runs.add_progress(conn, self.run_id, accounts=1)
         return inserted
 
-    async def _write(self, account: StoredAccount, window: Window, *, mark_missing: bool) -> int:
+    async def _write(
+        self, account: StoredAccount, fetched: Fetched[Page], *, mark_missing: bool
+    ) -> int:
+        window, batch = fetched.window, fetched.answer.batch
         async with self.engine.begin() as conn:
             counts = await self.writer(
-                conn,
-                account.id,
-                (window.start, window.end),
-                window.batch,
-                self.now,
-                mark_missing=mark_missing,
+                conn, account.id, window, batch, self.now, mark_missing=mark_missing
             )
             await conn.execute(
                 update(Account)
@@ -237,8 +222,8 @@ class ConnectionSync:
             await runs.add_progress(
                 conn,
                 self.run_id,
-                pages=window.calls,
-                rows=window.rows,
+                pages=fetched.calls,
+                rows=len(batch.provider_ids),
                 inserted=counts.inserted,
                 updated=counts.updated,
                 unchanged=counts.unchanged,

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from tests.integration.accounts.conftest import Harness
 
 from dashtam.accounts import runs
+from dashtam.accounts import sync as sync_module
 from dashtam.accounts.schwab import TransactionBatch
 from dashtam.accounts.store import WriteCounts, write_transactions
-from dashtam.accounts.sync import Outcome
+from dashtam.accounts.sync import Outcome, execute_run
 from dashtam.models import Account, Transaction
 from dashtam.sandbox.faults import Fault
 
@@ -292,3 +295,54 @@ async def test_two_requests_at_once_share_one_run(harness: Harness) -> None:
 
     assert len({run_id for run_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1
+
+
+async def test_the_resumed_run_of_issue_9_keeps_the_row_at_its_split_point(
+    make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run that reported `succeeded` with 11,999 of 12,000 transactions, replayed.
+
+    Its second attempt began with a capped year; the split point came from the capped answer's
+    newest row, and rounding put a later boundary one microsecond after that row. The request
+    rounded the boundary down, so the first window's request left the row out and the next
+    window's filter dropped it. The first attempt here commits each account's first window and
+    dies; the second takes over five seconds later, as the killed worker's successor did.
+    """
+    first, second = (
+        datetime(2026, 12, 2, 17, 26, 57, 101233, tzinfo=UTC),
+        datetime(2026, 12, 2, 17, 27, 2, 577327, tzinfo=UTC),
+    )
+    size = {"seed": 42, "transactions_per_account": 6000, "history_days": 600}
+    async with make_harness(**size, reference_date=date(2026, 12, 2)) as h:
+        written: Counter[uuid.UUID] = Counter()
+
+        async def die_after_each_first_window(
+            conn: AsyncConnection,
+            account_id: uuid.UUID,
+            window: Any,
+            batch: TransactionBatch,
+            now: datetime,
+            *,
+            mark_missing: bool = True,
+        ) -> WriteCounts:
+            written[account_id] += 1
+            if written[account_id] > 1:
+                raise asyncio.CancelledError  # the worker is gone; the run stays `running`
+            return await write_transactions(
+                conn, account_id, window, batch, now, mark_missing=mark_missing
+            )
+
+        monkeypatch.setattr(sync_module, "utcnow", lambda: first)
+        run_id = await h.request()
+        with pytest.raises(asyncio.CancelledError):
+            await execute_run(h.engine, run_id, h.connect, h.options, die_after_each_first_window)
+        assert 0 < len(await stored(h)) < 12_000
+        monkeypatch.setattr(sync_module, "utcnow", lambda: second)
+
+        outcome = await execute_run(h.engine, run_id, h.connect, h.options)
+
+        assert outcome is Outcome.SUCCEEDED
+        run = await run_row(h, run_id)
+        assert (run["status"], run["attempts"]) == ("succeeded", 2)
+        ids = [r[0] for r in await stored(h)]
+        assert len(ids) == len(set(ids)) == h.expected_transactions() == 12_000

@@ -15,8 +15,8 @@ from dashtam.accounts.schwab import (
     SyncError,
     TraderClient,
     parse_accounts,
-    schwab_instant,
 )
+from dashtam.accounts.windows import Window, instant_text
 
 HASH = "A" * 64
 
@@ -58,9 +58,11 @@ def ok(body: object) -> httpx.Response:
     return httpx.Response(200, json=body)
 
 
+JANUARY = Window(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+
+
 def transactions(client: TraderClient) -> Callable[[], object]:
-    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)
-    return lambda: client.transactions(HASH, start, end)
+    return lambda: client.transactions(HASH, JANUARY)
 
 
 async def test_rate_limit_waits_retry_after_then_succeeds() -> None:
@@ -115,19 +117,20 @@ async def test_other_client_errors_fail_at_once() -> None:
     assert len(seen) == 1
 
 
-async def test_transactions_request_all_types_and_an_exclusive_end() -> None:
+async def test_transactions_request_a_range_containing_the_window_under_any_reading() -> None:
+    """Inclusive or exclusive at either end, [start - 1 ms, end] contains [start, end)."""
     client, _, seen, _ = scripted(ok([]))
 
     await transactions(client)()  # type: ignore[misc]
 
     params = seen[0].url.params
-    assert params["startDate"] == "2025-01-01T00:00:00.000Z"
-    assert params["endDate"] == "2025-01-31T23:59:59.999Z"
+    assert params["startDate"] == "2024-12-31T23:59:59.999Z"
+    assert params["endDate"] == "2025-02-01T00:00:00.000Z"
     assert "TRADE" in params["types"].split(",")
     assert len(params["types"].split(",")) == 15
 
 
-async def test_a_full_page_is_capped_and_reports_its_newest_time() -> None:
+async def test_a_full_page_reports_its_size_and_newest_time() -> None:
     rows = [
         {"activityId": n, "time": f"2025-01-{1 + n % 28:02d}T00:00:00+0000"} for n in range(3000)
     ]
@@ -135,7 +138,7 @@ async def test_a_full_page_is_capped_and_reports_its_newest_time() -> None:
 
     page = await transactions(client)()  # type: ignore[misc]
 
-    assert page.capped
+    assert page.rows == 3000
     assert page.newest == datetime(2025, 1, 28, tzinfo=UTC)
     assert page.batch.provider_ids == [str(n) for n in range(3000)]
 
@@ -182,7 +185,7 @@ def test_accounts_keep_only_the_hash_and_last_four_digits() -> None:
     )
 
 
-def test_schwab_instant_is_utc_with_milliseconds() -> None:
-    assert schwab_instant(datetime(2025, 3, 28, 21, 10, 42, 123456, tzinfo=UTC)) == (
+def test_request_instants_are_utc_with_milliseconds() -> None:
+    assert instant_text(datetime(2025, 3, 28, 21, 10, 42, 123456, tzinfo=UTC)) == (
         "2025-03-28T21:10:42.123Z"
     )

@@ -1,4 +1,5 @@
-"""A transactions answer becomes columns: exact decimals, the stored item shape, one row per id."""
+"""A transactions answer becomes columns: exact decimals, the stored item shape, one row per id,
+exactly the window's rows; an answer that contradicts itself or the request is refused."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from dashtam.accounts.schwab import SyncError, parse_transactions
+from dashtam.accounts.schwab import ProviderDataError, SyncError, parse_transactions
+from dashtam.accounts.windows import Window
+
+MARCH = Window(datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC))
 
 
 def _trade(activity_id: int = 1, **changes: Any) -> dict[str, Any]:
@@ -46,7 +50,7 @@ def _trade(activity_id: int = 1, **changes: Any) -> dict[str, Any]:
 def _parse(*rows: dict[str, Any]) -> Any:
     """`"<1.50>"` in a row becomes the JSON number `1.50` as written (a float could not keep it)."""
     body = re.sub(r'"<([-0-9.]+)>"', r"\1", json.dumps(rows))
-    return parse_transactions(body.encode())
+    return parse_transactions(body.encode(), MARCH)
 
 
 def test_values_are_kept_exactly_and_items_take_the_stored_shape() -> None:
@@ -81,8 +85,8 @@ def test_values_are_kept_exactly_and_items_take_the_stored_shape() -> None:
 def test_amounts_are_written_without_exponents_as_postgresql_prints_them(
     sent: str, stored: str
 ) -> None:
-    body = f'[{{"activityId": 1, "time": "2025-01-01T00:00:00+0000", "netAmount": {sent}}}]'
-    assert parse_transactions(body.encode()).batch.net_amounts == [stored]
+    body = f'[{{"activityId": 1, "time": "2025-03-01T00:00:00+0000", "netAmount": {sent}}}]'
+    assert parse_transactions(body.encode(), MARCH).batch.net_amounts == [stored]
 
 
 def test_missing_optional_fields_get_the_stored_defaults() -> None:
@@ -110,11 +114,33 @@ def test_the_symbol_is_the_first_instrument_that_is_not_cash() -> None:
     assert _parse(_trade(transferItems=items)).batch.symbols == ["AAPL 250321C00200000"]
 
 
-def test_an_id_sent_twice_is_kept_once_but_counted_as_sent() -> None:
-    page = _parse(_trade(1), _trade(2), _trade(1, description="again"))
+def test_an_id_sent_twice_alike_is_kept_once_but_counted_as_sent() -> None:
+    page = _parse(_trade(1), _trade(2), _trade(1))
     assert page.batch.provider_ids == ["1", "2"]
-    assert page.batch.descriptions == ["BUY 10 AAPL", "BUY 10 AAPL"]
     assert page.rows == 3
+
+
+def test_an_id_sent_twice_with_different_content_refuses_the_answer() -> None:
+    with pytest.raises(ProviderDataError, match=r"transaction 1 twice .*\(rows 0 and 2\)"):
+        _parse(_trade(1), _trade(2), _trade(1, description="again"))
+
+
+def test_only_the_windows_rows_are_kept_and_its_neighbours_rows_are_left_to_them() -> None:
+    """The request covers [start - 1 ms, end]: its two edges belong to the windows beside."""
+    page = _parse(
+        _trade(1, time="2025-02-28T23:59:59.999+0000"),
+        _trade(2, time="2025-03-01T00:00:00+0000"),
+        _trade(3, time="2025-03-31T23:59:59.999+0000"),
+        _trade(4, time="2025-04-01T00:00:00+0000"),
+    )
+    assert page.batch.provider_ids == ["2", "3"]
+    assert page.rows == 4
+
+
+@pytest.mark.parametrize("time", ["2025-02-28T23:59:59.998+0000", "2025-04-01T00:00:00.001+0000"])
+def test_a_row_outside_the_requested_range_refuses_the_answer(time: str) -> None:
+    with pytest.raises(ProviderDataError, match=r"transaction 9 \(row 1\) .* outside the range"):
+        _parse(_trade(1), _trade(9, time=time))
 
 
 def test_the_content_hash_follows_any_change_the_provider_makes() -> None:
@@ -131,14 +157,14 @@ def test_the_content_hash_follows_any_change_the_provider_makes() -> None:
     [
         (b'{"not": "a list"}', "Expected `array`"),
         (b"[{}]", "activityId"),
-        (b'[{"activityId": 1, "time": "2025-01-01"}, {"activityId": 2, "time": 5}]', "(row 1)"),
+        (b'[{"activityId": 1, "time": "2025-03-01"}, {"activityId": 2, "time": 5}]', "(row 1)"),
         (b'[{"activityId": 1, "time": "t", "netAmount": "lots"}]', "netAmount"),
         (b"[{", "truncated"),
     ],
 )
 def test_an_unreadable_answer_fails_the_sync_saying_where(body: bytes, named: str) -> None:
-    with pytest.raises(SyncError) as raised:
-        parse_transactions(body)
+    with pytest.raises(ProviderDataError) as raised:
+        parse_transactions(body, MARCH)
     assert "cannot read" in str(raised.value)
     assert named.lower() in str(raised.value).lower()
 
