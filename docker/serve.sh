@@ -39,6 +39,6 @@ if [ "$role" = app ] && is_true "${DASHTAM_MIGRATE_ON_START:-true}"; then
     python -m dashtam.core.init_db
 fi
 
-# Proxy headers are believed only from FORWARDED_ALLOW_IPS (from the env file; see docs/auth.md).
+# The app itself believes proxy headers, from TRUSTED_PROXIES only (docs/auth.md); uvicorn must not.
 exec uvicorn "$target" --factory --host 0.0.0.0 --port "$port" --no-server-header \
-    --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" "$@"
+    --no-proxy-headers "$@"

@@ -19,7 +19,7 @@ from dashtam.auth.tokens import AccessTokenVerifier
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.database import create_engine, create_session_factory
 from dashtam.core.logging import configure_logging
-from dashtam.core.middleware import RequestIdMiddleware
+from dashtam.core.middleware import RequestIdMiddleware, trust_proxies
 from dashtam.core.problems import install_error_handlers
 from dashtam.core.redis import RedisKeys, create_redis
 from dashtam.health.router import router as health_router
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     install_error_handlers(app)
 
     app.add_middleware(RequestIdMiddleware)
+    trust_proxies(app, settings)
     app.include_router(health_router)
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)

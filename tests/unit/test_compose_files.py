@@ -488,24 +488,18 @@ def test_entrypoint_scripts_are_valid_shell() -> None:
     assert "python -m dashtam.sandbox --host 0.0.0.0 --port 8282" in text
 
 
-@pytest.mark.parametrize(
-    ("setting", "trusted"), [(None, "127.0.0.1"), ("172.18.0.1", "172.18.0.1")]
-)
-def test_entrypoint_passes_the_trusted_proxies_to_uvicorn(
-    tmp_path: Path, setting: str | None, trusted: str
-) -> None:
-    """The container runs uvicorn with FORWARDED_ALLOW_IPS from the env file (or the default)."""
+def test_entrypoint_leaves_proxy_headers_to_the_app(tmp_path: Path) -> None:
+    """uvicorn would trust 127.0.0.1 by default; the app decides from TRUSTED_PROXIES alone."""
     fake = tmp_path / "uvicorn"
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
     fake.chmod(0o755)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "DASHTAM_MIGRATE_ON_START": "false"}
-    if setting is not None:
-        env["FORWARDED_ALLOW_IPS"] = setting
     result = subprocess.run(
         ["sh", str(ENTRYPOINT), "app"], env=env, capture_output=True, text=True, check=True
     )
     arguments = result.stdout.splitlines()
-    assert arguments[arguments.index("--forwarded-allow-ips") + 1] == trusted
+    assert "--no-proxy-headers" in arguments
+    assert "--forwarded-allow-ips" not in arguments
     assert arguments[0] == "dashtam.main:create_app"
 
 
@@ -513,4 +507,4 @@ def test_dev_containers_get_the_trusted_proxies_from_the_env_file(
     compose: Compose, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     dev = render("dev", compose, tmp_path_factory)
-    assert environment(dev.service("app"))["FORWARDED_ALLOW_IPS"] == dev.env["FORWARDED_ALLOW_IPS"]
+    assert environment(dev.service("app"))["TRUSTED_PROXIES"] == dev.env["TRUSTED_PROXIES"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from dashtam.core.config import Environment, Settings
+from dashtam.core.crypto import generate_key
 from dashtam.core.init_test_db import UnsafeDatabaseError, check_settings_are_for_testing
 
 
@@ -50,9 +53,10 @@ def test_refuses(values: dict[str, object], reason: str) -> None:
     if values.get("ENVIRONMENT") is Environment.PRODUCTION:
         values = {
             **values,
-            "JWT_SECRET_KEY": "j" * 40,
-            "TOKEN_ENCRYPTION_KEYS": "k" * 40,
-            "CALLBACK_SHARED_SECRET": "c" * 40,
+            "SECRET_KEY": secrets.token_urlsafe(32),
+            "JWT_SECRET_KEY": secrets.token_urlsafe(32),
+            "TOKEN_ENCRYPTION_KEYS": f"k1:{generate_key()}",
+            "CALLBACK_SHARED_SECRET": secrets.token_urlsafe(32),
         }
     with pytest.raises(UnsafeDatabaseError, match=reason):
         check_settings_are_for_testing(settings(**values))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import os
 from pathlib import Path
+from secrets import token_urlsafe
 
 import pytest
 
-from dashtam.core.config import ConfigurationError, Environment, Settings, load_settings
-from dashtam.core.errors import UserError
+from dashtam.core.config import Environment, Settings, load_settings
+from dashtam.core.crypto import generate_key
+from dashtam.core.errors import ConfigurationError, UserError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -56,18 +60,81 @@ def test_explicit_database_url_wins_over_parts() -> None:
     assert settings.database_url.host == "db.example"
 
 
+def production(**secrets: str) -> Settings:
+    """Production settings with strong secrets, except those given."""
+    strong = {
+        "SECRET_KEY": token_urlsafe(32),
+        "JWT_SECRET_KEY": token_urlsafe(32),
+        "TOKEN_ENCRYPTION_KEYS": f"k1:{generate_key()}",
+        "CALLBACK_SHARED_SECRET": token_urlsafe(32),
+    }
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        ENVIRONMENT=Environment.PRODUCTION,
+        **{**strong, **secrets},
+    )
+
+
 @pytest.mark.parametrize("secret", ["", "change_me", "CHANGE_ME-please"])
 def test_production_refuses_missing_or_placeholder_secrets(secret: str) -> None:
-    good = "x" * 40
     with pytest.raises(ConfigurationError, match="JWT_SECRET_KEY"):
+        production(JWT_SECRET_KEY=secret)
+
+
+def test_production_starts_with_generated_secrets() -> None:
+    assert production().ENVIRONMENT is Environment.PRODUCTION
+
+
+@pytest.mark.parametrize("field", ["SECRET_KEY", "JWT_SECRET_KEY", "CALLBACK_SHARED_SECRET"])
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("hunter2", "distinct characters"),  # the review's example
+        ("a" * 64, "distinct characters"),
+        ("0123456789abcdef" * 3, "worth about 24 random bytes"),  # 48 hex digits = 24 bytes
+        ("Tr0ub4dor&3-correct-horse", "worth about"),
+    ],
+)
+def test_production_refuses_secrets_weaker_than_32_random_bytes(
+    field: str, secret: str, reason: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=field) as raised:
+        production(**{field: secret})
+    assert reason in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("k1:" + base64.urlsafe_b64encode(bytes(32)).decode(), "not random"),
+        ("k1:" + base64.urlsafe_b64encode(os.urandom(16)).decode(), "not base64 of 32 bytes"),
+        ("k1:not-a-key", "not base64 of 32 bytes"),
+    ],
+)
+def test_production_refuses_invalid_or_weak_aes_keys(keys: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match="TOKEN_ENCRYPTION_KEYS") as raised:
+        production(TOKEN_ENCRYPTION_KEYS=keys)
+    assert message in raised.value.message
+
+
+@pytest.mark.parametrize(("algorithm", "length"), [("HS256", 31), ("HS384", 47), ("HS512", 63)])
+def test_any_environment_refuses_a_jwt_key_below_pyjwts_minimum(
+    algorithm: str, length: int
+) -> None:
+    """RFC 7518 §3.2 as PyJWT checks it: the key is at least as long as the hash's output."""
+    with pytest.raises(ConfigurationError, match="JWT_SECRET_KEY") as raised:
         Settings(
             _env_file=None,  # type: ignore[call-arg]
-            ENVIRONMENT=Environment.PRODUCTION,
-            SECRET_KEY=good,
-            JWT_SECRET_KEY=secret,
-            TOKEN_ENCRYPTION_KEYS=good,
-            CALLBACK_SHARED_SECRET=good,
+            JWT_ALGORITHM=algorithm,
+            JWT_SECRET_KEY=token_urlsafe(64)[:length],
         )
+    assert "below the minimum recommended length" in raised.value.message
+    accepted = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        JWT_ALGORITHM=algorithm,
+        JWT_SECRET_KEY=token_urlsafe(64)[: length + 1],
+    )
+    assert algorithm == accepted.JWT_ALGORITHM
 
 
 def test_development_accepts_empty_secrets() -> None:
@@ -83,17 +150,21 @@ def test_invalid_value_names_the_setting_and_the_file(tmp_path: Path) -> None:
     assert str(env_file) in raised.value.hint
 
 
-def test_trusted_proxies_are_addresses_or_networks() -> None:
+def test_trusted_proxies_are_addresses_or_networks_and_none_by_default() -> None:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
-        FORWARDED_ALLOW_IPS=" 10.0.0.0/8, 192.0.2.10,::1 ",
+        TRUSTED_PROXIES=" 10.0.0.0/8, 192.0.2.10,::1 ",
     )
-    assert settings.FORWARDED_ALLOW_IPS == "10.0.0.0/8,192.0.2.10,::1"
-    assert Settings(_env_file=None).FORWARDED_ALLOW_IPS == "127.0.0.1"  # type: ignore[call-arg]
+    assert settings.TRUSTED_PROXIES == "10.0.0.0/8,192.0.2.10,::1"
+    assert Settings(_env_file=None).TRUSTED_PROXIES == ""  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("value", ["127.0.0.l", "proxy.internal", "", " , "])
-def test_a_mistyped_trusted_proxy_is_refused_by_name(tmp_path: Path, value: str) -> None:
-    """uvicorn would take a typo for a name and silently trust nobody."""
-    with pytest.raises(ConfigurationError, match="FORWARDED_ALLOW_IPS"):
-        load_settings(write(tmp_path, f"FORWARDED_ALLOW_IPS={value}\n"))
+@pytest.mark.parametrize("value", ["127.0.0.l", "proxy.internal", "10.0.0.1,*", "*"])
+def test_a_mistyped_or_wildcard_trusted_proxy_is_refused_by_name(
+    tmp_path: Path, value: str
+) -> None:
+    """A typo would silently trust nobody; `*` would let every client pick its address."""
+    with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES") as raised:
+        load_settings(write(tmp_path, f"TRUSTED_PROXIES={value}\n"))
+    if "*" in value:
+        assert "every client choose its own address" in raised.value.message

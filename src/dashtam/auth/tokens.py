@@ -16,6 +16,8 @@ from dashtam.core.config import Settings
 from dashtam.core.redis import RedisKeys
 
 REQUIRED_CLAIMS = ["sub", "sid", "exp", "iat", "jti"]
+# Signing or verifying with a key shorter than the hash's output raises instead of warning.
+_JWT = jwt.PyJWT(options={"enforce_minimum_key_length": True})
 
 
 class InvalidTokenError(Exception):
@@ -39,13 +41,13 @@ def issue_access_token(settings: Settings, user_id: uuid.UUID, session_id: uuid.
         "exp": now + timedelta(seconds=settings.ACCESS_TOKEN_TTL_SECONDS),
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, settings.JWT_SECRET_KEY, algorithm=settings.JWT_ALGORITHM)
+    return _JWT.encode(claims, settings.JWT_SECRET_KEY, algorithm=settings.JWT_ALGORITHM)
 
 
 def decode_access_token(settings: Settings, token: str) -> AccessClaims:
     """Verify signature and expiry with the one configured algorithm (never the token's own)."""
     try:
-        claims = jwt.decode(
+        claims = _JWT.decode(
             token,
             settings.JWT_SECRET_KEY,
             algorithms=[settings.JWT_ALGORITHM],

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.logging import configure_logging
-from dashtam.core.middleware import REQUEST_ID_HEADER, RequestIdMiddleware
+from dashtam.core.middleware import REQUEST_ID_HEADER, RequestIdMiddleware, trust_proxies
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Dashtam OAuth callback", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(RequestIdMiddleware)
+    trust_proxies(app, settings)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:

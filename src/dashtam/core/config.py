@@ -7,7 +7,7 @@ import os
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -20,8 +20,15 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
+from dashtam.core.crypto import parse_keys
 from dashtam.core.envfile import check_env_file
-from dashtam.core.errors import UserError
+from dashtam.core.errors import ConfigurationError
+from dashtam.core.secret_strength import (
+    GENERATE_HINT,
+    jwt_key_problem,
+    weak_key_reason,
+    weak_secret_reason,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_ENV_DIR = PROJECT_ROOT / "env"
@@ -43,6 +50,8 @@ SECRET_FIELDS = (
     "TOKEN_ENCRYPTION_KEYS",
     "CALLBACK_SHARED_SECRET",
 )
+# Shared secrets whose text is the key itself; TOKEN_ENCRYPTION_KEYS holds encoded keys.
+TEXT_SECRET_FIELDS = ("SECRET_KEY", "JWT_SECRET_KEY", "CALLBACK_SHARED_SECRET")
 
 
 class Environment(StrEnum):
@@ -50,10 +59,6 @@ class Environment(StrEnum):
     TESTING = "testing"
     CI = "ci"
     PRODUCTION = "production"
-
-
-class ConfigurationError(UserError):
-    """A setting is missing or unusable; the message says which and how to fix it."""
 
 
 def env_file_path() -> Path:
@@ -95,7 +100,8 @@ class Settings(BaseSettings):
 
     SECRET_KEY: str = ""
     JWT_SECRET_KEY: str = ""
-    JWT_ALGORITHM: str = "HS256"
+    # HMAC only: the key is a shared secret, and decoding accepts this one algorithm.
+    JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = "HS256"
     ACCESS_TOKEN_TTL_SECONDS: int = 15 * 60
     REFRESH_TOKEN_TTL_SECONDS: int = 30 * 24 * 3600
     PASSWORD_HASH_TIME_COST: int = 3
@@ -126,10 +132,10 @@ class Settings(BaseSettings):
 
     APP_HOST: str = "127.0.0.1"
     APP_PORT: int = 8000
-    # The reverse proxies whose X-Forwarded-For/-Proto uvicorn believes (its
-    # --forwarded-allow-ips): addresses or networks, comma separated, or * for any peer. Rate
-    # limits and the audit trail see the client address this yields.
-    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
+    # The reverse proxies whose X-Forwarded-For/-Proto the app believes: addresses or networks,
+    # comma separated; none by default, and then those headers are ignored. The client is the
+    # rightmost forwarded address that is not one of these (see docs/auth.md).
+    TRUSTED_PROXIES: str = ""
     APP_TLS: bool = True
     CALLBACK_PORT: int = 8182
     CALLBACK_TLS: bool = True
@@ -161,26 +167,27 @@ class Settings(BaseSettings):
     WORKER_HEALTH_CHECK_SECONDS: int = 10
     WORKER_MAX_JOBS: int = 4
 
-    @field_validator("FORWARDED_ALLOW_IPS")
+    @field_validator("TRUSTED_PROXIES")
     @classmethod
     def _proxy_addresses(cls, value: str) -> str:
-        """Refused here, a typo would silently trust nobody (uvicorn takes it as a name)."""
+        """A typo refused here would otherwise silently trust nobody, and `*` everybody."""
         items = [item.strip() for item in value.split(",") if item.strip()]
-        if not items:
-            raise ValueError("list at least one address; 127.0.0.1 when no proxy is in front")
         for item in items:
             if item == "*":
-                continue
+                raise ValueError(
+                    "* would let every client choose its own address; list the addresses or "
+                    "networks your reverse proxies connect from"
+                )
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(
-                    f"{item!r} is not an IP address, a network such as 10.0.0.0/8, or *"
+                    f"{item!r} is not an IP address or a network such as 10.0.0.0/8"
                 ) from None
         return ",".join(items)
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets_outside_development(self) -> Self:
+    def _refuse_weak_secrets_in_production(self) -> Self:
         if self.ENVIRONMENT is not Environment.PRODUCTION:
             return self
         for name in SECRET_FIELDS:
@@ -188,8 +195,32 @@ class Settings(BaseSettings):
             if not value or any(marker in value.lower() for marker in PLACEHOLDER_MARKERS):
                 raise ConfigurationError(
                     f"{name} is missing or a placeholder; production needs a real secret. "
-                    f"Set {name} in the environment (generate one with "
-                    "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+                    f"Set {name} in the environment ({GENERATE_HINT})."
+                )
+        for name in TEXT_SECRET_FIELDS:
+            reason = weak_secret_reason(getattr(self, name))
+            if reason:
+                raise ConfigurationError(
+                    f"{name} is too weak for production: {reason}. Use at least 32 random "
+                    f"bytes ({GENERATE_HINT})."
+                )
+        for key_id, key in parse_keys(self.TOKEN_ENCRYPTION_KEYS).items():
+            reason = weak_key_reason(key)
+            if reason:
+                raise ConfigurationError(
+                    f"TOKEN_ENCRYPTION_KEYS: key {key_id!r} is too weak for production: {reason}. "
+                    "Generate one with `dashtam keys generate`."
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_weak_jwt_key(self) -> Self:
+        """Everywhere: PyJWT refuses to sign with a key shorter than the hash (RFC 7518)."""
+        if self.JWT_SECRET_KEY:
+            problem = jwt_key_problem(self.JWT_SECRET_KEY, self.JWT_ALGORITHM)
+            if problem:
+                raise ConfigurationError(
+                    f"JWT_SECRET_KEY: {problem} Run `make setup`, or {GENERATE_HINT}."
                 )
         return self
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from dashtam.core.config import ConfigurationError
+from dashtam.core.errors import ConfigurationError
 
 FORMAT_VERSION = "v1"
 NONCE_BYTES = 12

@@ -21,6 +21,10 @@ class UserError(Exception):
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
 
+class ConfigurationError(UserError):
+    """A setting is missing or unusable; the message says which and how to fix it."""
+
+
 class ProblemError(Exception):
     """An API error rendered as problem+json; `code` is a stable machine-readable slug."""
 

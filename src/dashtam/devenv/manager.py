@@ -100,10 +100,11 @@ def worker_process(profile: Profile, settings: Settings) -> WorkerProcess | None
 def uvicorn_command(
     target: str, settings: Settings, port: int, tls: bool, reload: bool
 ) -> list[str]:
-    """How `up` serves an app; proxy headers are believed only from FORWARDED_ALLOW_IPS."""
+    """How `up` serves an app. uvicorn ignores proxy headers: the apps believe them only from
+    TRUSTED_PROXIES (`core.middleware.trust_proxies`), whatever server runs them."""
     command = [sys.executable, "-m", "uvicorn", target, "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-server-header"]
-    command += ["--forwarded-allow-ips", settings.FORWARDED_ALLOW_IPS]
+    command += ["--no-proxy-headers"]
     if tls:
         command += ["--ssl-certfile", str(settings.tls_cert_path)]
         command += ["--ssl-keyfile", str(settings.tls_key_path)]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from dashtam.core.config import ConfigurationError, Settings
-from dashtam.core.errors import ProblemError
+from dashtam.core.config import Settings
+from dashtam.core.errors import ConfigurationError, ProblemError
 from dashtam.sandbox.config import SandboxConfig
 
 CALLBACK_PATH = "/callback"

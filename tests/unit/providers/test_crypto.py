@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from dashtam.core.config import ConfigurationError
 from dashtam.core.crypto import DecryptionError, TokenCipher, generate_key, token_binding
+from dashtam.core.errors import ConfigurationError
 
 # Fixed keys: parametrize ids must be the same in every xdist worker.
 K1 = base64.urlsafe_b64encode(bytes(range(32))).decode()

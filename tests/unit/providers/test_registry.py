@@ -9,8 +9,9 @@ import httpx
 import pytest
 from tests.test_config import TestSettings
 
-from dashtam.core.config import ConfigurationError, Environment
+from dashtam.core.config import Environment
 from dashtam.core.crypto import TokenCipher, generate_key
+from dashtam.core.errors import ConfigurationError
 from dashtam.models import ProviderToken
 from dashtam.providers.oauth import ProviderCall, TokenGrant, pkce_pair, provider_http_client
 from dashtam.providers.registry import check_redirect_uri, schwab_spec
