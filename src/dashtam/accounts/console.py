@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col
 
 from dashtam.accounts import runs
@@ -25,6 +25,7 @@ from dashtam.models import (
     ProviderConnection,
     SyncRun,
 )
+from dashtam.providers.errors import reauthorize_hint
 
 POLL_SECONDS = 0.25
 
@@ -46,17 +47,38 @@ async def _start(
             (await runs.request_run(conn, connection_id, "cli"))[0]: alias
             for connection_id, alias in connections
         }
-    if not started:
-        raise UserError(
-            "No active connection to sync.",
-            hint="Connect a provider first (POST /api/v1/providers, then its authorization).",
-        )
+        if not started:
+            raise await _nothing_to_sync(conn, provider_id)
     async with job_queue(settings) as queue:
         if not await queue.exists(health_check_key(settings)):
             Console(stderr=True).print("[yellow]No worker is running; the syncs stay queued.[/]")
         for run_id in started:
             await enqueue_sync(queue, settings, run_id)
     return started
+
+
+async def _nothing_to_sync(conn: AsyncConnection, provider_id: uuid.UUID | None) -> UserError:
+    """Say why nothing is active: connections waiting for a new login are named with the way
+    to give them one."""
+    query = (
+        select(col(Provider.id), col(Provider.alias))
+        .join(ProviderConnection, col(Provider.id) == col(ProviderConnection.provider_id))
+        .where(col(ProviderConnection.status) == ConnectionStatus.NEEDS_REAUTH.value)
+    )
+    if provider_id is not None:
+        query = query.where(col(Provider.id) == provider_id)
+    waiting = (await conn.execute(query)).all()
+    if not waiting:
+        return UserError(
+            "No active connection to sync.",
+            hint="Connect a provider first (POST /api/v1/providers, then its authorization).",
+        )
+    named = "; ".join(f"{alias!r}: {reauthorize_hint(pid)}" for pid, alias in waiting)
+    return UserError(
+        f"No active connection to sync: {len(waiting)} need(s) re-authorization "
+        "(the provider no longer accepts their login).",
+        hint=named,
+    )
 
 
 async def _load(engine: AsyncEngine, run_ids: list[uuid.UUID]) -> list[SyncRun]:

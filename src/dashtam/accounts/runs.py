@@ -24,6 +24,7 @@ from dashtam.models.account import (
 )
 from dashtam.models.base import utcnow
 from dashtam.models.provider import ConnectionStatus, ProviderConnection
+from dashtam.providers.errors import reauthorize_hint
 
 _active = col(SyncRun.status).in_(ACTIVE_SYNC_STATUSES)
 
@@ -152,16 +153,30 @@ async def finish(conn: AsyncConnection, run_id: uuid.UUID, error: str | None = N
     )
 
 
-async def mark_needs_reauth(conn: AsyncConnection, connection_id: uuid.UUID, reason: str) -> None:
+async def error_of(conn: AsyncConnection, run_id: uuid.UUID) -> str | None:
+    error: str | None = await conn.scalar(
+        select(col(SyncRun.error)).where(col(SyncRun.id) == run_id)
+    )
+    return error
+
+
+async def mark_needs_reauth(conn: AsyncConnection, connection_id: uuid.UUID, reason: str) -> str:
+    """Flag the connection; returns the message stored on it, which says how to re-authorize."""
+    query = select(col(ProviderConnection.provider_id)).where(
+        col(ProviderConnection.id) == connection_id
+    )
+    provider_id = (await conn.execute(query)).scalar_one()
+    message = f"{reason.rstrip('.')}. {reauthorize_hint(provider_id)}"
     await conn.execute(
         update(ProviderConnection)
         .where(col(ProviderConnection.id) == connection_id)
         .values(
             status=ConnectionStatus.NEEDS_REAUTH.value,
-            last_error=reason[:500],
+            last_error=message[:500],
             last_error_at=utcnow(),
         )
     )
+    return message
 
 
 async def abandoned_runs(conn: AsyncConnection) -> list[tuple[uuid.UUID, int]]:

@@ -272,8 +272,8 @@ async def execute_run(
                     ).run()
             except NeedsReauth as exc:
                 async with engine.begin() as conn:
-                    await runs.mark_needs_reauth(conn, connection_id, str(exc))
-                    await runs.finish(conn, run_id, f"needs_reauth: {exc}")
+                    message = await runs.mark_needs_reauth(conn, connection_id, str(exc))
+                    await runs.finish(conn, run_id, f"needs_reauth: {message}")
                 return Outcome.FAILED
             except SyncError as exc:
                 async with engine.begin() as conn:

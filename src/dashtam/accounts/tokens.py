@@ -46,7 +46,7 @@ class ConnectionTokens:
                     session, self.deps, self.connection_id, background_context(), force=force
                 )
         except errors.ConnectionUnusable as exc:
-            raise NeedsReauth(f"connection is {exc.connection_status}") from None
+            raise NeedsReauth(exc.reason) from None
         except errors.ProviderUnavailable as exc:
             raise ProviderUnavailable(f"token refresh failed: {exc.detail}") from None
         except (errors.TokenUnreadable, errors.ProviderNotFound) as exc:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import State
 
 from dashtam.auth.principal import Principal, PrincipalCache
-from dashtam.auth.tokens import AccessClaims, DenyList, InvalidTokenError
+from dashtam.auth.tokens import AccessClaims, DenyList, ExpiredTokenError, InvalidTokenError
 from dashtam.core.database import get_session
 from dashtam.core.errors import ProblemError
 from dashtam.models.auth import AuthSession
@@ -66,8 +66,16 @@ class _BearerScheme(SecurityBase):
         state = request.app.state
         try:
             claims = state.access_tokens.verify(token)
+        except ExpiredTokenError:
+            raise unauthorized(
+                "The access token has expired. Get a new pair from POST /api/v1/auth/refresh "
+                "with your refresh token, or sign in again with POST /api/v1/auth/login.",
+                "token_expired",
+            ) from None
         except InvalidTokenError:
-            raise unauthorized("The access token is invalid or expired.") from None
+            raise unauthorized(
+                "The access token is not valid; sign in with POST /api/v1/auth/login."
+            ) from None
         return Authenticated(claims, await _principal(state, claims))
 
 

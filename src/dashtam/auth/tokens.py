@@ -24,6 +24,10 @@ class InvalidTokenError(Exception):
     """The access token is malformed, forged, expired or uses another algorithm."""
 
 
+class ExpiredTokenError(InvalidTokenError):
+    """A genuine access token (its signature checked out) past its expiry."""
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: uuid.UUID
@@ -59,6 +63,8 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
             jti=str(claims["jti"]),
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         )
+    except jwt.ExpiredSignatureError as exc:  # raised only once the signature is verified
+        raise ExpiredTokenError(type(exc).__name__) from exc
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError) as exc:
         raise InvalidTokenError(type(exc).__name__) from exc
 
@@ -78,7 +84,7 @@ class AccessTokenVerifier:
     def verify(self, token: str) -> AccessClaims:
         claims: AccessClaims = self._verified(token)
         if claims.expires_at <= datetime.now(UTC):
-            raise InvalidTokenError("ExpiredSignatureError")
+            raise ExpiredTokenError("ExpiredSignatureError")
         return claims
 
 

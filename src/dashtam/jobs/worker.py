@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dashtam.accounts import runs
-from dashtam.accounts.schwab import RetryPolicy, SyncError, TraderClient
+from dashtam.accounts.schwab import NeedsReauth, RetryPolicy, SyncError, TraderClient
 from dashtam.accounts.sync import Outcome, SyncOptions, execute_run
 from dashtam.accounts.tokens import ConnectionTokens
 from dashtam.auth.cleanup import sweep
@@ -32,6 +32,7 @@ from dashtam.core.config import Settings
 from dashtam.core.database import create_engine, create_session_factory
 from dashtam.jobs.queue import SYNC_JOB, enqueue_sync, queue_name, redis_settings
 from dashtam.models.base import utcnow
+from dashtam.providers.errors import reauthorize_hint
 from dashtam.providers.registry import schwab_spec
 
 logger = logging.getLogger("dashtam.jobs")
@@ -90,7 +91,12 @@ async def sync_connection(ctx: dict[str, Any], run_id: str) -> str:
     outcome = await execute_run(deps.engine, uuid.UUID(run_id), deps.trader, options)
     if outcome is Outcome.BUSY:  # a probe or a finishing run holds the lock for a moment
         raise Retry(defer=BUSY_RETRY_SECONDS)
-    logger.info("sync run %s: %s", run_id, outcome.value)
+    if outcome is Outcome.FAILED:
+        async with deps.engine.connect() as conn:
+            error = await runs.error_of(conn, uuid.UUID(run_id))
+        logger.warning("sync run %s failed: %s", run_id, error)
+    else:
+        logger.info("sync run %s: %s", run_id, outcome.value)
     return outcome.value
 
 
@@ -130,7 +136,7 @@ async def schedule_due_syncs(ctx: dict[str, Any]) -> int:
 
 _EXPIRING_ACCESS = text(
     """
-    SELECT t.connection_id FROM provider_tokens t
+    SELECT t.connection_id, c.provider_id FROM provider_tokens t
     JOIN provider_connections c ON c.id = t.connection_id
     WHERE c.status = 'active' AND t.access_expires_at < :before
     """
@@ -143,14 +149,15 @@ async def refresh_expiring_tokens(ctx: dict[str, Any]) -> int:
     leeway = deps.settings.PROVIDER_REFRESH_LEEWAY_SECONDS + 60
     async with deps.engine.connect() as conn:
         before = utcnow() + timedelta(seconds=leeway)
-        expiring = list(await conn.scalars(_EXPIRING_ACCESS, {"before": before}))
+        expiring = (await conn.execute(_EXPIRING_ACCESS, {"before": before})).all()
     refreshed = 0
-    for connection_id in expiring:
+    for connection_id, provider_id in expiring:
         try:
             await deps.tokens(connection_id).access_token()
             refreshed += 1
         except SyncError as exc:  # recorded on the connection by the providers package
-            logger.warning("token refresh for connection %s failed: %s", connection_id, exc)
+            hint = f" {reauthorize_hint(provider_id)}" if isinstance(exc, NeedsReauth) else ""
+            logger.warning("token refresh for connection %s failed: %s%s", connection_id, exc, hint)
     return refreshed
 
 

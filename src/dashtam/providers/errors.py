@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from dashtam.core.errors import ProblemError
 
 
@@ -10,12 +12,25 @@ class ProviderNotFound(ProblemError):
         super().__init__(404, "No such provider.", code="provider_not_found")
 
 
-class ConnectionUnusable(ProblemError):
-    """The connection has no usable tokens: pending, disconnected or needing a new login."""
+def reauthorize_hint(provider_id: uuid.UUID) -> str:
+    """How a person gets a connection working again; said wherever one stops working."""
+    return (
+        f"Re-authorize it: POST /api/v1/providers/{provider_id}/authorization and open the "
+        "authorization_url it returns."
+    )
 
-    def __init__(self, status: str, detail: str) -> None:
+
+class ConnectionUnusable(ProblemError):
+    """The connection has no usable tokens: pending, disconnected or needing a new login.
+
+    ``reason`` says why; ``detail`` adds how to re-authorize.
+    """
+
+    def __init__(self, status: str, reason: str, provider_id: uuid.UUID) -> None:
+        detail = f"{reason} {reauthorize_hint(provider_id)}"
         super().__init__(409, detail, code="connection_" + status, extra={"connection": status})
         self.connection_status = status
+        self.reason = reason
 
 
 class ProviderUnavailable(ProblemError):

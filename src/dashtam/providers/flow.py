@@ -38,6 +38,11 @@ STATE_INVALID = (
     "This authorization link has expired or is not known. Start the connection again from "
     "Dashtam (links are valid for 10 minutes and can be used once)."
 )
+STATE_REPLAYED = (
+    "This authorization link was already used, and each one works once. If you approved access "
+    "a moment ago, the connection is probably complete: check its status in Dashtam "
+    "(GET /api/v1/providers/{id}/authorization). Otherwise start the connection again."
+)
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ async def _consume_state(
             reason=reason,
         )
         await session.commit()
-        raise CallbackFailed(400, reason, STATE_INVALID)
+        raise CallbackFailed(400, reason, STATE_REPLAYED if replayed_for else STATE_INVALID)
     data = json.loads(raw)
     pending = PendingAuthorization(
         user_id=uuid.UUID(data["user_id"]),

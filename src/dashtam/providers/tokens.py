@@ -35,6 +35,7 @@ from dashtam.providers.errors import (
     ProviderNotFound,
     ProviderUnavailable,
     TokenUnreadable,
+    reauthorize_hint,
 )
 from dashtam.providers.oauth import ProviderOAuthError, TokenGrant, refresh_grant
 from dashtam.providers.registry import ProviderSpec, require_spec
@@ -138,7 +139,6 @@ async def load(session: AsyncSession, connection_id: uuid.UUID, *, lock: bool) -
 
 
 def unusable(connection: ProviderConnection) -> ConnectionUnusable:
-    reconnect = f"Connect again: POST /api/v1/providers/{connection.provider_id}/authorization."
     messages = {
         ConnectionStatus.PENDING: "This connection has not been authorized yet.",
         ConnectionStatus.DISCONNECTED: "This connection was disconnected.",
@@ -147,7 +147,8 @@ def unusable(connection: ProviderConnection) -> ConnectionUnusable:
         ConnectionStatus.ERROR: f"The last authorization failed: {connection.last_error or '-'}",
     }
     status = ConnectionStatus(connection.status)
-    return ConnectionUnusable(status.value, f"{messages.get(status, '')} {reconnect}".strip())
+    reason = messages.get(status, f"This connection is {status.value}.")
+    return ConnectionUnusable(status.value, reason, connection.provider_id)
 
 
 def record_error(
@@ -269,7 +270,8 @@ async def _refresh_locked(
     if refresh_token is None or token.refresh_expires_at is None or token.refresh_expires_at <= now:
         failed(
             "refresh_token_expired",
-            "The refresh token expired (Schwab allows 7 days after a login); connect again.",
+            "The refresh token expired (Schwab allows 7 days after a login). "
+            + reauthorize_hint(provider.id),
             ConnectionStatus.NEEDS_REAUTH,
             None,
         )
@@ -281,7 +283,7 @@ async def _refresh_locked(
         if exc.permanent:
             failed(
                 "refresh_rejected",
-                f"{spec.name} rejected the refresh ({exc.error}); connect again.",
+                f"{spec.name} rejected the refresh ({exc.error}). " + reauthorize_hint(provider.id),
                 ConnectionStatus.NEEDS_REAUTH,
                 exc,
             )

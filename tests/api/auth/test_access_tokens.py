@@ -81,7 +81,21 @@ async def test_expired_token_is_refused(
     token = jwt.encode(claims, app_settings.JWT_SECRET_KEY, algorithm="HS256")
     response = await _get_me(client, token)
     _assert_401(response, 'Bearer error="invalid_token"')
-    assert response.json()["detail"] == "The access token is invalid or expired."
+    assert response.json()["type"].endswith("/token_expired")
+    assert "POST /api/v1/auth/refresh" in response.json()["detail"]
+
+
+async def test_an_expired_forgery_is_not_told_it_expired(
+    client: httpx.AsyncClient, app_settings: TestSettings
+) -> None:
+    """Only a token whose signature checks out learns that it expired."""
+    claims = await _claims_of(client, app_settings)
+    past = datetime.now(UTC) - timedelta(seconds=30)
+    claims.update(iat=past - timedelta(minutes=15), exp=past)
+    response = await _get_me(client, jwt.encode(claims, "attacker-key-" + "a" * 40))
+    _assert_401(response, 'Bearer error="invalid_token"')
+    assert response.json()["type"].endswith("/invalid_token")
+    assert "refresh" not in response.json()["detail"]
 
 
 async def test_alg_none_token_is_refused(

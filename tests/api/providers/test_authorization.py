@@ -104,7 +104,8 @@ async def test_state_is_single_use(flow: ProviderFlow, headers: dict[str, str]) 
     replay = await flow.callback(params)
     assert replay.status_code == 400
     assert replay.json()["type"].endswith("state_replayed")
-    assert "expired or is not known" in replay.json()["detail"]
+    assert "already used" in replay.json()["detail"]
+    assert "expired or is not known" not in replay.json()["detail"]
     assert (await flow.audit_actions(headers, provider_id))[0] == "callback_received"
 
 
@@ -265,12 +266,14 @@ async def test_revoked_login_needs_reauth_without_retrying(
     first = await client.post(path, headers=headers)
     assert first.status_code == 409
     assert first.json()["connection"] == "needs_reauth"
-    assert "Connect again" in first.json()["detail"]
+    reauthorize = f"Re-authorize it: POST {API}/providers/{provider_id}/authorization"
+    assert reauthorize in first.json()["detail"]
     second = await client.post(path, headers=headers)
     assert second.status_code == 409
     assert sandbox_state.stats.token_requests == 2  # the code exchange and one refresh
     status = await flow.status(headers, provider_id)
     assert (status["status"], status["last_error_code"]) == ("needs_reauth", "refresh_rejected")
+    assert reauthorize in status["last_error"]
     actions = await flow.audit_actions(headers, provider_id)
     assert actions[0] == "refresh_failed"
 
