@@ -80,8 +80,8 @@ redis-cli: install ## redis-cli on the dev Redis index (ENV=test for test)
 	$(DASHTAM) redis-cli --env $(ENV)
 
 # ---- test environment -------------------------------------------------------------------------
-test-setup: install ## Start the test services if needed and rebuild the test database
-	$(DASHTAM) test-prepare
+test-setup: install ## Start the test services if needed; rebuild the test template if stale (REBUILD=1: always)
+	$(DASHTAM) test-prepare $(if $(REBUILD),--rebuild,)
 
 test-up: install ## Start the whole test environment (services, app on 8001, callback on 8183)
 	$(DASHTAM) up --env test
@@ -112,7 +112,7 @@ test-api: test-setup ## API tests (the app over HTTP)
 test-e2e: test-setup ## End-to-end tests (real processes, headless browser)
 	$(PYTEST) tests/e2e
 
-test: test-setup ## Rebuild the test database and run the whole suite
+test: test-setup ## Run the whole suite on fresh clones of the migrated test template
 	$(PYTEST) -n $(WORKERS) --dist loadgroup tests
 
 test-clean: install ## Stop the test environment and delete its data

@@ -194,12 +194,17 @@ def sync(
 
 @app.command("test-prepare")
 @user_errors
-def test_prepare() -> None:
-    """Bring the test services up if needed and rebuild the test database from nothing."""
+def prepare_tests(
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild the template even if it is up to date.")
+    ] = False,
+) -> None:
+    """Bring the test services up if needed and make the migrated test template ready: reused
+    while migrations and models are unchanged, else rebuilt from nothing."""
     started = time.perf_counter()
     manager = EnvironmentManager(TEST)
     manager.start_services()
-    console.print(f"  {manager.init_database()}")
+    console.print(f"  {manager.init_database(rebuild=rebuild)}")
     console.print(f"test environment ready in {time.perf_counter() - started:.2f}s")
 
 
@@ -209,7 +214,7 @@ def db_migrate(env: EnvOption = EnvName.dev) -> None:
     """Apply migrations (dev: upgrade to head; test: rebuild from nothing)."""
     manager = EnvironmentManager(_profile(env))
     manager.start_services()
-    console.print(manager.init_database())
+    console.print(manager.init_database(rebuild=True))
 
 
 @db_app.command("revision")

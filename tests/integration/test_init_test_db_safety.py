@@ -14,7 +14,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
-from tests.support.databases import create_worker_database, drop_worker_database
+from tests.support.databases import (
+    create_worker_database,
+    drop_worker_database,
+    stamp_as_template,
+)
 from tests.test_config import TestSettings
 
 from dashtam.core.config import Environment
@@ -96,6 +100,21 @@ async def test_refuses_and_leaves_dev_rows(
 
 
 @pytest.mark.usefixtures("dev_rows_survive")
+@pytest.mark.parametrize(
+    "values", [{"ENVIRONMENT": Environment.DEVELOPMENT}, {"TESTING": False}, {}]
+)
+async def test_a_template_stamp_stands_in_for_no_check(
+    devlike_url: URL, values: dict[str, object]
+) -> None:
+    """The reuse path runs after every check: a stamped dev database is refused all the same."""
+    await stamp_as_template(devlike_url)
+    with pytest.raises(UnsafeDatabaseError, match="Refusing"):
+        await init_test_db(aimed_at(devlike_url, **values))
+    with pytest.raises(UnsafeDatabaseError, match="Refusing"):
+        await init_test_db(aimed_at(devlike_url, **values), rebuild=True)
+
+
+@pytest.mark.usefixtures("dev_rows_survive")
 async def test_test_in_the_url_outside_the_name_does_not_pass(devlike_url: URL) -> None:
     """A substring check on the URL would pass this; the parsed name does not."""
     url = devlike_url.update_query_dict({"application_name": "dashtam_test"})
@@ -142,10 +161,11 @@ async def test_rebuilds_a_test_database_from_nothing(
             await connection.commit()
         await engine.dispose()
 
-        tables = await init_test_db(aimed_at(url))
+        prepared = await init_test_db(aimed_at(url))
 
-        assert "users" in tables
-        assert "stray" not in tables
+        assert prepared.rebuilt_because == "it carried no template stamp"
+        assert "users" in prepared.tables
+        assert "stray" not in prepared.tables
         assert await _count_users(url) == 0
     finally:
         await drop_worker_database(base_settings, name)

@@ -13,6 +13,7 @@ import asyncpg
 import psutil
 from sqlalchemy.engine import URL
 
+from dashtam.core import init_test_db as template
 from dashtam.core.config import Settings
 from dashtam.core.init_test_db import UnsafeDatabaseError, check_settings_are_for_testing
 
@@ -46,7 +47,12 @@ async def _drop(connection: asyncpg.Connection, settings: Settings, name: str) -
     template = settings.database_name
     if "test" not in name or not name.startswith(f"{template}_") or name == template:
         raise UnsafeDatabaseError(f"Refusing to drop {name!r}: not a per-worker test database.")
-    await connection.execute(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
+    except asyncpg.InsufficientPrivilegeError:
+        # FORCE may not terminate an autovacuum worker (a server with autovacuum on, such as
+        # one started before it was turned off for tests); a plain DROP asks it to stop.
+        await connection.execute(f"DROP DATABASE IF EXISTS {_quote(name)}")
 
 
 async def drop_leftovers(settings: Settings) -> list[str]:
@@ -92,5 +98,24 @@ async def drop_worker_database(settings: Settings, name: str) -> None:
     connection = await _admin_connection(settings)
     try:
         await _drop(connection, settings, name)
+    finally:
+        await connection.close()
+
+
+async def stamp_as_template(url: URL) -> None:
+    """Give a migrated, empty database the stamp `init_test_db` would give it (clones of the
+    template do not inherit its database comment)."""
+    connection = await asyncpg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+    )
+    try:
+        catalog = await connection.fetchval(str(template._CATALOG_FINGERPRINT))
+        revision = await connection.fetchval("SELECT version_num FROM alembic_version")
+        stamp = template._Stamp(template.schema_source_hash(), catalog, revision).render()
+        await connection.execute(f"COMMENT ON DATABASE {_quote(url.database or '')} IS '{stamp}'")
     finally:
         await connection.close()

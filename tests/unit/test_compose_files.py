@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from dashtam.core.envfile import parse_env_file
+from dashtam.devenv.postgres import EPHEMERAL_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
@@ -385,7 +386,7 @@ def test_environment_specific_settings(rendered: Rendered) -> None:
     if rendered.expected.ephemeral:
         assert PG_DATA in tmpfs(postgres)
         assert PG_DATA not in mounts(postgres)
-        for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
+        for setting in EPHEMERAL_SETTINGS:
             assert setting in postgres_command
         assert command(redis)[command(redis).index("--appendonly") + 1] == "no"
         assert command(redis)[command(redis).index("--save") + 1] == ""

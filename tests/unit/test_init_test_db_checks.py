@@ -1,14 +1,22 @@
-"""The settings-level refusals of the test-database initialiser (no I/O)."""
+"""The settings-level refusals of the test-database initialiser, and the hash that decides
+whether the test template is rebuilt (no I/O)."""
 
 from __future__ import annotations
 
 import secrets
+import shutil
+from pathlib import Path
 
 import pytest
 
-from dashtam.core.config import Environment, Settings
+from dashtam.core.config import PROJECT_ROOT, Environment, Settings
 from dashtam.core.crypto import generate_key
-from dashtam.core.init_test_db import UnsafeDatabaseError, check_settings_are_for_testing
+from dashtam.core.init_test_db import (
+    SCHEMA_SOURCES,
+    UnsafeDatabaseError,
+    check_settings_are_for_testing,
+    schema_source_hash,
+)
 
 
 def settings(**values: object) -> Settings:
@@ -60,3 +68,36 @@ def test_refuses(values: dict[str, object], reason: str) -> None:
         }
     with pytest.raises(UnsafeDatabaseError, match=reason):
         check_settings_are_for_testing(settings(**values))
+
+
+@pytest.fixture
+def schema_copy(tmp_path: Path) -> Path:
+    """The files the template's hash covers, copied to a project root of their own."""
+    for source in SCHEMA_SOURCES:
+        origin = PROJECT_ROOT / source
+        if origin.is_dir():
+            shutil.copytree(origin, tmp_path / source, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(origin, tmp_path / source)
+    return tmp_path
+
+
+def test_the_template_hash_covers_migrations_and_models(schema_copy: Path) -> None:
+    original = schema_source_hash(schema_copy)
+    assert original == schema_source_hash(PROJECT_ROOT)
+    (schema_copy / "README.md").write_text("not part of the schema")
+    assert schema_source_hash(schema_copy) == original
+    for changed in (
+        "alembic/versions/20261122_0001_seed_tables_users_and_providers.py",
+        "src/dashtam/models/user.py",
+        "alembic/env.py",
+    ):
+        path = schema_copy / changed
+        kept = path.read_text()
+        path.write_text(kept + "\n# changed\n")
+        assert schema_source_hash(schema_copy) != original, changed
+        path.write_text(kept)
+    new_migration = schema_copy / "alembic" / "versions" / "20261201_0099_new.py"
+    new_migration.write_text("revision = '0099'\n")
+    assert schema_source_hash(schema_copy) != original

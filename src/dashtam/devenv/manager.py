@@ -217,10 +217,11 @@ class EnvironmentManager:
                 self.say(f"  stopped {label}")
 
     # -- databases --------------------------------------------------------------------------
-    def init_database(self) -> str:
+    def init_database(self, *, rebuild: bool = False) -> str:
+        """Dev: migrate to head. Test: the migrated template, reused unless it must be (or
+        `rebuild` says to be) rebuilt."""
         if self.profile.ephemeral:
-            tables = asyncio.run(init_test_db(self.settings))
-            return f"test database rebuilt ({len(tables)} tables)"
+            return asyncio.run(init_test_db(self.settings, rebuild=rebuild)).describe()
         return asyncio.run(init_db(self.settings))
 
     # -- app processes ----------------------------------------------------------------------

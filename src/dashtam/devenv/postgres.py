@@ -21,8 +21,15 @@ from dashtam.devenv.processes import ManagedProcess, require_free_port, wait_unt
 from dashtam.devenv.profiles import Profile
 
 ADMIN_ROLE = "postgres"
-# Durability off for the throwaway test cluster: its data lives on tmpfs anyway.
-EPHEMERAL_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+# Durability off for the throwaway test cluster: its data lives on tmpfs anyway. No autovacuum:
+# nothing there lives long enough to need it, and a worker busy in a per-test-worker database
+# is a backend the test role may not terminate when it drops that database.
+EPHEMERAL_SETTINGS = (
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "autovacuum=off",
+)
 HBA = """# Written by Dashtam: password (SCRAM) logins over loopback only.
 host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
