@@ -16,7 +16,7 @@ export DASHTAM_TEST_WORKERS := $(WORKERS)
 .PHONY: help setup certs install up down restart logs status clean migrate migration \
 	keys-rotate auth-sweep db-shell redis-cli test-setup test-up test-down test-status test-logs \
 	test-db-shell test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint \
-	format typecheck ci bench
+	format typecheck ci bench monitor monitor-down
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,12 @@ db-shell: install ## psql on the dev database (ENV=test for test)
 
 redis-cli: install ## redis-cli on the dev Redis index (ENV=test for test)
 	$(DASHTAM) redis-cli --env $(ENV)
+
+monitor: install ## Start Prometheus scraping the dev app and worker, with the alert rules (docs/monitoring.md)
+	$(DASHTAM) monitor --env $(ENV)
+
+monitor-down: install ## Stop the Prometheus of `make monitor`
+	$(DASHTAM) monitor --env $(ENV) --stop
 
 # ---- test environment -------------------------------------------------------------------------
 test-setup: install ## Start the test services if needed; rebuild the test template if stale (REBUILD=1: always)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Container entrypoint: `serve app|callback|sandbox|migrate [extra arguments]`; anything else
+# Container entrypoint: `serve app|callback|sandbox|worker|migrate [extra arguments]`; anything else
 # is run as a command (e.g. `serve sh -c "python -m dashtam.core.init_test_db && pytest"`).
 # Servers listen on fixed container ports (app 8000, callback 8182, sandbox 8282); compose maps
 # them to the host ports of the environment.
@@ -19,6 +19,7 @@ case "$role" in
     app) target=dashtam.main:create_app port=8000 tls="${APP_TLS:-false}" ;;
     callback) target=dashtam.callback.app:create_app port=8182 tls="${CALLBACK_TLS:-false}" ;;
     sandbox) exec python -m dashtam.sandbox --host 0.0.0.0 --port 8282 "$@" ;;
+    worker) exec python -m dashtam.jobs "$@" ;;
     migrate) exec python -m dashtam.core.init_db ;;
     *) exec "$role" "$@" ;;
 esac
@@ -37,6 +38,15 @@ fi
 
 if [ "$role" = app ] && is_true "${DASHTAM_MIGRATE_ON_START:-true}"; then
     python -m dashtam.core.init_db
+fi
+
+if [ "$role" = app ]; then
+    # Several workers write their metrics into one folder, emptied before they start.
+    if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+        rm -rf "${PROMETHEUS_MULTIPROC_DIR:?}"/*
+        mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+    fi
+    set -- --workers "${APP_WORKERS:-1}" "$@"
 fi
 
 # The app itself believes proxy headers, from TRUSTED_PROXIES only (docs/auth.md); uvicorn must not.

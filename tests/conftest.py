@@ -35,7 +35,7 @@ from dashtam.core.init_test_db import check_settings_are_for_testing
 from dashtam.core.redis import RedisKeys
 from dashtam.main import AppResources, create_app
 
-pytest_plugins = ("tests.support.sandbox_fixtures",)
+pytest_plugins = ("tests.support.sandbox_fixtures", "tests.support.tools")
 
 RUN_ID_VARIABLE = "DASHTAM_TEST_RUN_ID"
 _test_counter = itertools.count()

@@ -192,6 +192,28 @@ def sync(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def monitor(
+    env: EnvOption = EnvName.dev,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop it instead.")] = False,
+) -> None:
+    """Start Prometheus scraping the environment's app and worker, with the alert rules."""
+    from dashtam.devenv.monitor import KEY_QUERIES, Monitor
+
+    profile = _profile(env)
+    watcher = Monitor(profile, profile.settings())
+    if stop:
+        console.print("Prometheus stopped" if watcher.stop() else "Prometheus was not running")
+        return
+    started = watcher.start()
+    console.print(f"Prometheus {'started' if started else 'already running'}: {watcher.url}")
+    console.print(f"  targets: {watcher.url}/targets   alerts: {watcher.url}/alerts", soft_wrap=True)
+    for label, query in KEY_QUERIES:
+        console.print(f"  {label}: {query}", soft_wrap=True)
+    console.print("  walkthrough: docs/monitoring.md")
+
+
 @app.command("test-prepare")
 @user_errors
 def prepare_tests(

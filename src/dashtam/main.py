@@ -19,9 +19,11 @@ from dashtam.auth.tokens import AccessTokenVerifier
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.database import create_engine, create_session_factory
 from dashtam.core.logging import configure_logging
+from dashtam.core.metrics import HttpMetricsMiddleware, watch_pool
 from dashtam.core.middleware import RequestIdMiddleware, trust_proxies
 from dashtam.core.problems import install_error_handlers
 from dashtam.core.redis import RedisKeys, create_redis
+from dashtam.health.metrics import router as metrics_router
 from dashtam.health.router import router as health_router
 from dashtam.providers.oauth import provider_http_client
 from dashtam.providers.router import install as install_providers
@@ -42,6 +44,7 @@ class AppResources:
     @classmethod
     def from_settings(cls, settings: Settings) -> AppResources:
         engine = create_engine(settings)
+        watch_pool(engine, settings.DB_POOL_SIZE)
         return cls(
             engine,
             create_session_factory(engine),
@@ -94,6 +97,9 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.add_middleware(RequestIdMiddleware)
     trust_proxies(app, settings)
     app.include_router(health_router)
+    if settings.METRICS_ENABLED:
+        app.add_middleware(HttpMetricsMiddleware)  # outermost: times the whole answer
+        app.include_router(metrics_router)
     app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     install_providers(app, settings, API_PREFIX)

@@ -7,8 +7,10 @@ disconnect over the API, the audit trail, and no plaintext secret in any process
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
+import subprocess
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from tests.e2e.conftest import Stack
+from tests.support.metrics import Scrape
 from tests.support.providers import API, plaintext_tokens
 
 from dashtam.core.crypto import TokenCipher
@@ -36,7 +39,11 @@ async def _json(response: httpx.Response, status: int = 200) -> Any:
 
 
 async def test_connect_refresh_disconnect_between_processes(
-    stack: Stack, api: httpx.AsyncClient, user_headers: dict[str, str], engine: AsyncEngine
+    stack: Stack,
+    api: httpx.AsyncClient,
+    user_headers: dict[str, str],
+    engine: AsyncEngine,
+    promtool: str,
 ) -> None:
     headers = user_headers
     created = await _json(
@@ -98,10 +105,31 @@ async def test_connect_refresh_disconnect_between_processes(
 
     logs = stack.logs()
     assert "callback completed" in logs  # the logs are really being written
+    metrics = (await api.get("/metrics")).text
     for secret in set(secrets):
-        assert secret not in logs
-        assert secret.rstrip("@") not in logs
-        assert quote(secret, safe="") not in logs
+        for text in (logs, metrics):
+            assert secret not in text
+            assert secret.rstrip("@") not in text
+            assert quote(secret, safe="") not in text
+
+    # The app process counted its provider calls (exchange, refresh) by endpoint template.
+    scraped = Scrape.parse(metrics)
+    token_calls = {"provider": "schwab", "endpoint": "/v1/oauth/token", "status": "200"}
+    assert scraped.value("dashtam_provider_requests_total", **token_calls) >= 2
+    assert scraped.value("dashtam_provider_token_refreshes_total", outcome="success") >= 1
+    route = f"{API}/providers/{{provider_id}}/authorization/refresh"
+    assert (
+        scraped.value("dashtam_http_requests_total", method="POST", route=route, status="200") >= 1
+    )
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=metrics,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 async def test_forged_internal_call_is_refused(stack: Stack, api: httpx.AsyncClient) -> None:

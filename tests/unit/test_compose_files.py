@@ -31,7 +31,16 @@ POSTGRES_INIT = ROOT / "docker" / "postgres" / "10-dashtam-role.sh"
 PG_DATA = "/var/lib/postgresql/data"
 SERVERS = ("app", "callback", "sandbox")
 SERVICES = {"postgres", "redis", *SERVERS}
-CONTAINER_PORTS = {"app": 8000, "callback": 8182, "sandbox": 8282, "postgres": 5432, "redis": 6379}
+CONTAINER_PORTS = {
+    "app": 8000,
+    "callback": 8182,
+    "sandbox": 8282,
+    "postgres": 5432,
+    "redis": 6379,
+    "prometheus": 9090,
+    "grafana": 3000,
+}
+MONITORING = ROOT / "monitoring"
 
 Config = dict[str, Any]
 
@@ -44,17 +53,28 @@ class Expected:
     database: str
     role: str
     ephemeral: bool
-    extra_services: frozenset[str] = field(default_factory=frozenset)
+    extra_services: frozenset[str] = field(default_factory=frozenset)  # more of our image
+    monitoring: frozenset[str] = field(default_factory=frozenset)  # Prometheus, Grafana
 
 
 EXPECTED = {
     "dev": Expected(
         "dev",
         "dashtam-dev",
-        {"app": 8000, "callback": 8182, "postgres": 5432, "redis": 6379, "sandbox": 8282},
+        {
+            "app": 8000,
+            "callback": 8182,
+            "postgres": 5432,
+            "redis": 6379,
+            "sandbox": 8282,
+            "prometheus": 9090,
+            "grafana": 3000,
+        },
         "dashtam",
         "dashtam_user",
         ephemeral=False,
+        extra_services=frozenset({"worker"}),
+        monitoring=frozenset({"prometheus", "grafana"}),
     ),
     "test": Expected(
         "test",
@@ -273,7 +293,7 @@ def test_services_and_container_names(rendered: Rendered) -> None:
     names = {
         service: spec.get("container_name") for service, spec in rendered.config["services"].items()
     }
-    wanted = SERVICES | expected.extra_services
+    wanted = SERVICES | expected.extra_services | expected.monitoring
     assert names == {service: f"{expected.project}-{service}" for service in wanted}
 
 
@@ -297,7 +317,7 @@ def test_host_port_defaults(env: str, compose: Compose, tmp_path: Path) -> None:
     result = run_config(compose, env, env_file, tmp_path)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    ports = {name: published_ports(spec) for name, spec in services.items()}
+    ports = {name: published_ports(spec) for name, spec in services.items() if spec.get("ports")}
     wanted = EXPECTED[env].host_ports
     assert ports == {name: {port: CONTAINER_PORTS[name]} for name, port in wanted.items()}
 
@@ -419,6 +439,56 @@ def test_ci_runs_the_suite(compose: Compose, tmp_path_factory: pytest.TempPathFa
     assert environment(tests)["DASHTAM_ENV_FILE"] == "/app/env/.env.test"
 
 
+def test_dev_monitoring_scrapes_the_app_and_worker_with_the_dashboard(
+    compose: Compose, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    dev = render("dev", compose, tmp_path_factory)
+    prometheus = dev.service("prometheus")
+    assert Path(mounts(prometheus)["/etc/prometheus"]).resolve() == MONITORING
+    config_flag = next(arg for arg in command(prometheus) if arg.startswith("--config.file="))
+    config = yaml.safe_load((MONITORING / config_flag.split("/")[-1]).read_text())
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
+    }
+    worker = environment(dev.service("worker"))
+    assert targets == {
+        "dashtam-app": ["app:8000"],
+        "dashtam-worker": [f"worker:{worker['WORKER_METRICS_PORT']}"],
+    }
+    assert worker["WORKER_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - the compose network
+    assert command(dev.service("worker")) == ["worker"]
+    assert healthcheck_test(dev.service("worker")) == [
+        "CMD",
+        "python",
+        "-m",
+        "dashtam.jobs",
+        "--check",
+    ]
+    grafana = mounts(dev.service("grafana"))
+    assert (
+        Path(grafana["/etc/grafana/provisioning"]).resolve()
+        == MONITORING / "grafana" / "provisioning"
+    )
+    assert (
+        Path(grafana["/var/lib/grafana/dashboards"]).resolve()
+        == MONITORING / "grafana" / "dashboards"
+    )
+    for service in ("prometheus", "grafana"):
+        for host in published_host_addresses(dev.service(service)):
+            assert host == "127.0.0.1", service
+
+
+def published_host_addresses(service: Config) -> list[str]:
+    addresses = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            addresses.append(str(entry.get("host_ip", "")))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            addresses.append(parts[0] if len(parts) == 3 else "")
+    return addresses
+
+
 # ---- together ---------------------------------------------------------------------------------
 def test_environments_can_run_at_the_same_time(all_rendered: list[Rendered]) -> None:
     kinds = ("project", "container", "port", "volume", "network")
@@ -440,7 +510,7 @@ def test_environments_can_run_at_the_same_time(all_rendered: list[Rendered]) -> 
         for network in network_names(rendered):
             claim("network", network, owner)
     assert set(seen["project"]) == {expected.project for expected in EXPECTED.values()}
-    assert len(seen["port"]) == 10  # dev and test publish five each; CI none
+    assert len(seen["port"]) == 12  # dev seven (with Prometheus, Grafana), test five, CI none
 
 
 @pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD"])

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dashtam.core.metrics import AUTH_EVENTS
 from dashtam.models.auth import AuthAuditLog
 
 USER_AGENT_MAX = 500
@@ -51,6 +52,7 @@ def record(
     **details: Any,
 ) -> None:
     """Add an audit row to the caller's transaction; details must never hold a secret."""
+    AUTH_EVENTS.labels(action, outcome).inc()
     session.add(
         AuthAuditLog(
             user_id=user_id,

@@ -167,6 +167,14 @@ class Settings(BaseSettings):
     WORKER_HEALTH_CHECK_SECONDS: int = 10
     WORKER_MAX_JOBS: int = 4
 
+    # Prometheus metrics (docs/monitoring.md): the app's GET /metrics and the worker's own
+    # port. With a token both answer only `Authorization: Bearer <METRICS_TOKEN>`.
+    METRICS_ENABLED: bool = True
+    METRICS_TOKEN: str = ""
+    WORKER_METRICS_HOST: str = "127.0.0.1"
+    WORKER_METRICS_PORT: NonNegativeInt = 0  # 0: the worker serves no metrics
+    PROMETHEUS_PORT: int = 9090  # `make monitor`
+
     @field_validator("TRUSTED_PROXIES")
     @classmethod
     def _proxy_addresses(cls, value: str) -> str:

@@ -16,7 +16,15 @@ from dashtam.core.envfile import parse_env_file, write_env_file
 from dashtam.devenv.profiles import Profile
 from dashtam.devenv.setup import generate_env_file
 
-PORT_SETTINGS = ("POSTGRES_PORT", "REDIS_PORT", "APP_PORT", "CALLBACK_PORT", "SANDBOX_PORT")
+PORT_SETTINGS = (
+    "POSTGRES_PORT",
+    "REDIS_PORT",
+    "APP_PORT",
+    "CALLBACK_PORT",
+    "SANDBOX_PORT",
+    "WORKER_METRICS_PORT",
+    "PROMETHEUS_PORT",
+)
 # Variables of the calling process that would point the copy at something else.
 INHERITED_POINTERS = ("DASHTAM_ENV_FILE", "DASHTAM_TEST_RUN_ID", "DATABASE_URL", "REDIS_URL")
 

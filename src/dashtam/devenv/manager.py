@@ -248,6 +248,9 @@ class EnvironmentManager:
         if worker is not None and worker.process.running_pid() is not None:
             self.say("  worker already running")
         elif worker is not None:
+            if settings.WORKER_METRICS_PORT:
+                port = settings.WORKER_METRICS_PORT
+                require_free_port(port, "WORKER_METRICS_PORT", self.profile.env_file)
             worker.process.start(worker.command, env=env, cwd=PROJECT_ROOT)
             starting.append(
                 ("worker", worker.process, worker.healthy, f"queue {queue_name(settings)}")

@@ -20,8 +20,9 @@ from arq import Retry, Worker, cron, func
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from dashtam.accounts import runs
 from dashtam.accounts.schwab import NeedsReauth, RetryPolicy, SyncError, TraderClient
@@ -30,9 +31,13 @@ from dashtam.accounts.tokens import ConnectionTokens
 from dashtam.auth.cleanup import sweep
 from dashtam.core.config import Settings
 from dashtam.core.database import create_engine, create_session_factory
+from dashtam.core.metrics import SYNC_ROWS, SYNC_RUNS, watch_pool
+from dashtam.jobs.metrics import serve_metrics, timed_job
 from dashtam.jobs.queue import SYNC_JOB, enqueue_sync, queue_name, redis_settings
+from dashtam.models.account import SyncRun
 from dashtam.models.base import utcnow
 from dashtam.providers.errors import reauthorize_hint
+from dashtam.providers.oauth import provider_http_client
 from dashtam.providers.registry import schwab_spec
 
 logger = logging.getLogger("dashtam.jobs")
@@ -52,11 +57,10 @@ class WorkerDeps:
 
     @classmethod
     def create(cls, settings: Settings) -> WorkerDeps:
-        engine = create_engine(settings, pool_size=settings.WORKER_MAX_JOBS + 2)
-        http = httpx.AsyncClient(
-            base_url=schwab_spec(settings).base_url,
-            timeout=settings.PROVIDER_HTTP_TIMEOUT_SECONDS,
-        )
+        pool_size = settings.WORKER_MAX_JOBS + 2
+        engine = create_engine(settings, pool_size=pool_size)
+        watch_pool(engine, pool_size)
+        http = provider_http_client(settings, base_url=schwab_spec(settings).base_url)
         return cls(settings, engine, create_session_factory(engine), http)
 
     def tokens(self, connection_id: uuid.UUID) -> ConnectionTokens:
@@ -79,16 +83,40 @@ def _deps(ctx: dict[str, Any]) -> WorkerDeps:
 
 async def startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = WorkerDeps.create(ctx["settings"])
+    ctx["metrics_server"] = serve_metrics(ctx["settings"])
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    server = ctx.get("metrics_server")
+    if server is not None:
+        server.shutdown()
+        server.server_close()
     await _deps(ctx).close()
+
+
+async def _count_finished_run(engine: AsyncEngine, run_id: uuid.UUID) -> None:
+    """Sync metrics, once per run: by the attempt that ended it."""
+    async with engine.connect() as conn:
+        run = (await conn.execute(select(SyncRun).where(col(SyncRun.id) == run_id))).one()
+    outcome = "succeeded" if run.error is None else "failed"
+    if run.error and run.error.startswith("needs_reauth"):
+        outcome = "needs_reauth"
+    SYNC_RUNS.labels(outcome).inc()
+    for kind, rows in (
+        ("inserted", run.inserted),
+        ("updated", run.updated),
+        ("unchanged", run.unchanged),
+        ("missing", run.marked_missing),
+    ):
+        SYNC_ROWS.labels(kind).inc(rows)
 
 
 async def sync_connection(ctx: dict[str, Any], run_id: str) -> str:
     deps = _deps(ctx)
     options = SyncOptions.from_settings(deps.settings)
     outcome = await execute_run(deps.engine, uuid.UUID(run_id), deps.trader, options)
+    if outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+        await _count_finished_run(deps.engine, uuid.UUID(run_id))
     if outcome is Outcome.BUSY:  # a probe or a finishing run holds the lock for a moment
         raise Retry(defer=BUSY_RETRY_SECONDS)
     if outcome is Outcome.FAILED:
@@ -201,12 +229,14 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     prefix = settings.REDIS_KEY_PREFIX
 
     def every_minute(job: WorkerCoroutine, *, at_startup: bool = False) -> CronJob:
-        return cron(job, name=prefix + job.__qualname__, second=0, run_at_startup=at_startup)
+        return cron(
+            timed_job(job), name=prefix + job.__qualname__, second=0, run_at_startup=at_startup
+        )
 
     return {
         "functions": [
             func(
-                sync_connection,
+                timed_job(sync_connection),
                 name=SYNC_JOB,
                 timeout=settings.SYNC_JOB_TIMEOUT_SECONDS,
                 max_tries=10,
@@ -217,13 +247,18 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             every_minute(schedule_due_syncs),
             every_minute(refresh_expiring_tokens),
             cron(
-                flag_expiring_logins,
+                timed_job(flag_expiring_logins),
                 name=prefix + "flag_expiring_logins",
                 minute=0,
                 second=0,
                 run_at_startup=True,
             ),
-            cron(sweep_expired_auth, name=prefix + "sweep_expired_auth", minute=30, second=0),
+            cron(
+                timed_job(sweep_expired_auth),
+                name=prefix + "sweep_expired_auth",
+                minute=30,
+                second=0,
+            ),
         ],
         "queue_name": queue_name(settings),
         "redis_settings": redis_settings(settings),

@@ -17,6 +17,7 @@ from sqlmodel import col
 
 from dashtam.auth.audit import RequestContext
 from dashtam.core.logging import request_id_var
+from dashtam.core.metrics import TOKEN_REFRESHES
 from dashtam.models.provider import ProviderAuditLog
 from dashtam.providers.oauth import ProviderCall
 
@@ -58,6 +59,8 @@ def record(
     call: ProviderCall | None = None,
     **details: Any,
 ) -> None:
+    if action in (AuditAction.TOKEN_REFRESHED, AuditAction.REFRESH_FAILED):
+        TOKEN_REFRESHES.labels(outcome.value).inc()
     session.add(
         ProviderAuditLog(
             provider_id=provider_id,

@@ -18,7 +18,8 @@ import httpx
 
 from dashtam import __version__
 from dashtam.core.config import Settings
-from dashtam.providers.registry import ProviderSpec
+from dashtam.core.metrics import MeteredTransport
+from dashtam.providers.registry import EndpointLabels, ProviderSpec, catalog
 
 PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
@@ -68,16 +69,19 @@ async def _refuse_external(request: httpx.Request) -> None:
         )
 
 
-def provider_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The app's one outgoing client for provider calls (connection pooling, timeouts).
+def provider_http_client(settings: Settings, base_url: str = "") -> httpx.AsyncClient:
+    """The outgoing client for provider calls (connection pooling, timeouts), one per process;
+    every request is counted and timed by provider and endpoint.
 
     With DISABLE_EXTERNAL_CALLS (tests) it reaches loopback only: never the real Schwab.
     """
     hooks = [_refuse_external] if settings.DISABLE_EXTERNAL_CALLS else []
     return httpx.AsyncClient(
+        base_url=base_url,
         timeout=settings.PROVIDER_HTTP_TIMEOUT_SECONDS,
         headers={"User-Agent": f"Dashtam/{__version__}"},
         event_hooks={"request": hooks},
+        transport=MeteredTransport(httpx.AsyncHTTPTransport(), EndpointLabels(catalog(settings))),
     )
 
 

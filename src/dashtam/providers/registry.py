@@ -6,8 +6,12 @@ only the base URL and client credentials differ (``Settings.uses_sandbox`` decid
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
+
+import httpx
 
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConfigurationError, ProblemError
@@ -15,6 +19,19 @@ from dashtam.sandbox.config import SandboxConfig
 
 CALLBACK_PATH = "/callback"
 SCHWAB = "schwab"
+# The paths Dashtam calls, as templates: metrics label requests by these, never by a raw path
+# (which would carry an account hash).
+SCHWAB_ENDPOINTS = (
+    "/v1/oauth/token",
+    "/trader/v1/accounts/accountNumbers",
+    "/trader/v1/accounts",
+    "/trader/v1/accounts/{account}",
+    "/trader/v1/accounts/{account}/transactions",
+    "/trader/v1/accounts/{account}/transactions/{activity}",
+    "/trader/v1/userPreference",
+)
+UNKNOWN = "unknown"
+OTHER_ENDPOINT = "other"
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,7 @@ class ProviderSpec:
     sandbox: bool
     # Schwab's refresh token dies 7 days after the login that issued it.
     refresh_token_ttl_seconds: int = 7 * 24 * 3600
+    endpoints: tuple[str, ...] = ()
 
     @property
     def authorize_endpoint(self) -> str:
@@ -77,11 +95,41 @@ def schwab_spec(settings: Settings) -> ProviderSpec:
         redirect_uri=settings.SCHWAB_REDIRECT_URI,
         use_pkce=settings.uses_sandbox or settings.SCHWAB_USE_PKCE,
         sandbox=settings.uses_sandbox,
+        endpoints=SCHWAB_ENDPOINTS,
     )
 
 
 def catalog(settings: Settings) -> list[ProviderSpec]:
     return [schwab_spec(settings)]
+
+
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """`/a/{x}/b` matches `/a/<one segment>/b` and nothing else."""
+    escaped = re.escape(template)
+    return re.compile("^" + re.sub(r"\\\{[a-z]+\\\}", "[^/]+", escaped) + "$")
+
+
+class EndpointLabels:
+    """Names the provider and endpoint template of an outgoing request, for metrics."""
+
+    def __init__(self, specs: Sequence[ProviderSpec]) -> None:
+        self._providers = []
+        for spec in specs:
+            base = urlsplit(spec.base_url)
+            prefix = base.path.rstrip("/")
+            patterns = [(template, _path_pattern(prefix + template)) for template in spec.endpoints]
+            self._providers.append((spec.key, base.netloc, prefix, patterns))
+
+    def __call__(self, url: httpx.URL) -> tuple[str, str]:
+        netloc = url.netloc.decode("ascii")
+        for key, base_netloc, prefix, patterns in self._providers:
+            if netloc != base_netloc or not url.path.startswith(prefix):
+                continue
+            for template, pattern in patterns:
+                if pattern.match(url.path):
+                    return key, template
+            return key, OTHER_ENDPOINT
+        return UNKNOWN, OTHER_ENDPOINT
 
 
 def find_spec(settings: Settings, key: str) -> ProviderSpec | None:

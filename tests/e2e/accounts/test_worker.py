@@ -19,10 +19,12 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.support.metrics import Scrape
 from tests.support.sandbox import (
     SandboxTokens,
     create_connection,
     delete_owner,
+    free_port,
     sandbox_process,
     store_tokens,
 )
@@ -59,11 +61,20 @@ def worker_settings(settings: TestSettings) -> TestSettings:
     )
 
 
+METRICS_TOKEN = "worker-metrics-token-e2e"
+
+
+@pytest.fixture
+def metrics_port() -> int:
+    return free_port()
+
+
 @pytest.fixture
 def start_worker(
-    sandbox_url: str, worker_settings: TestSettings, database_url: URL
+    sandbox_url: str, worker_settings: TestSettings, database_url: URL, metrics_port: int
 ) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Workers as `python -m dashtam.jobs`, on this test's database, queue and sandbox."""
+    """Workers as `python -m dashtam.jobs`, on this test's database, queue and sandbox; the
+    first serves its metrics on `metrics_port`."""
     started: list[subprocess.Popen[bytes]] = []
     env = os.environ | {
         "DASHTAM_ENV_FILE": str(TEST_ENV_FILE),
@@ -72,10 +83,13 @@ def start_worker(
         "SANDBOX_PORT": sandbox_url.rsplit(":", 1)[1],
         "SYNC_RETRY_BASE_SECONDS": "0.01",
         "WORKER_HEALTH_CHECK_SECONDS": "1",
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
 
     def start() -> subprocess.Popen[bytes]:
-        started.append(subprocess.Popen([sys.executable, "-m", "dashtam.jobs"], env=env))
+        port = metrics_port if not started else free_port()
+        worker_env = env | {"WORKER_METRICS_PORT": str(port)}
+        started.append(subprocess.Popen([sys.executable, "-m", "dashtam.jobs"], env=worker_env))
         return started[-1]
 
     yield start
@@ -163,6 +177,63 @@ async def test_the_worker_runs_a_requested_sync_and_reports_health(
     assert run["status"] == "succeeded", run["error"]
     assert run["inserted"] == _expected()
     assert await redis.exists(health_check_key(worker_settings))
+
+
+async def _scrape(port: int, token: str | None = METRICS_TOKEN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.get(f"http://127.0.0.1:{port}/metrics", headers=headers)
+
+
+async def test_the_worker_serves_its_own_metrics(
+    engine: AsyncEngine,
+    connection: ProviderConnection,
+    worker_settings: TestSettings,
+    start_worker: Callable[[], subprocess.Popen[bytes]],
+    metrics_port: int,
+    promtool: str,
+) -> None:
+    start_worker()
+    run_id = await _request(engine, worker_settings, connection.id)
+    await _until(engine, run_id, lambda r: r["status"] in ("succeeded", "failed"))
+
+    async def counted() -> Scrape:
+        async with asyncio.timeout(30):
+            while True:
+                response = await _scrape(metrics_port)
+                scraped = Scrape.parse(response.text)
+                if scraped.value("dashtam_sync_runs_total", outcome="succeeded") == 1:
+                    return scraped
+                await asyncio.sleep(0.05)
+
+    scraped = await counted()
+    assert scraped.value("dashtam_sync_rows_total", outcome="inserted") == _expected()
+    job = {"job": "sync_connection", "outcome": "success"}
+    assert scraped.value("dashtam_job_duration_seconds_count", **job) == 1
+    transactions = "/trader/v1/accounts/{account}/transactions"
+    assert (
+        scraped.value(
+            "dashtam_provider_requests_total",
+            provider="schwab",
+            endpoint=transactions,
+            status="200",
+        )
+        > 0
+    )
+    assert scraped.value("dashtam_job_queue_depth", state="due") == 0
+    assert scraped.value("dashtam_db_pool_size") == worker_settings.WORKER_MAX_JOBS + 2
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=(await _scrape(metrics_port)).text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    refused = await _scrape(metrics_port, token=None)
+    assert refused.status_code == 401
+    assert "dashtam_" not in refused.text
 
 
 async def test_a_worker_killed_mid_sync_is_taken_over_without_gaps_or_duplicates(

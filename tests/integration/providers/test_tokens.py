@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.support.audit import assert_append_only
@@ -161,6 +162,30 @@ async def test_provider_outage_keeps_a_still_valid_token_and_fails_an_expired_on
     assert status is not None
     assert (status.status, status.last_error_code) == ("active", "refresh_unavailable")
     assert await _actions(session, gone) == ["refresh_failed"]
+
+
+async def test_refresh_outcomes_are_counted(
+    session: AsyncSession,
+    deps: TokenDeps,
+    cipher: TokenCipher,
+    grant: TokenGrant,
+    sandbox_state: SandboxState,
+) -> None:
+    def refreshes(outcome: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "dashtam_provider_token_refreshes_total", {"outcome": outcome}
+        )
+        return value or 0.0
+
+    success, failure = refreshes("success"), refreshes("failure")
+    due = await seed_connection(session, cipher, grant, access_expires_in=timedelta(0))
+    await fresh_access_token(session, deps, due.id, background_context())
+    assert (refreshes("success") - success, refreshes("failure") - failure) == (1, 0)
+    sandbox_state.faults.schedule(parse_fault("server_error"), 1, "token")
+    gone = await seed_connection(session, cipher, grant, access_expires_in=timedelta(seconds=-1))
+    with pytest.raises(ProviderUnavailable):
+        await fresh_access_token(session, deps, gone.id, background_context())
+    assert (refreshes("success") - success, refreshes("failure") - failure) == (1, 1)
 
 
 async def test_audit_rows_cannot_be_changed_or_deleted(
