@@ -208,7 +208,9 @@ def monitor(
         return
     started = watcher.start()
     console.print(f"Prometheus {'started' if started else 'already running'}: {watcher.url}")
-    console.print(f"  targets: {watcher.url}/targets   alerts: {watcher.url}/alerts", soft_wrap=True)
+    console.print(
+        f"  targets: {watcher.url}/targets   alerts: {watcher.url}/alerts", soft_wrap=True
+    )
     for label, query in KEY_QUERIES:
         console.print(f"  {label}: {query}", soft_wrap=True)
     console.print("  walkthrough: docs/monitoring.md")
