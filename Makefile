@@ -76,7 +76,7 @@ auth-sweep: install ## Delete expired/spent auth tokens and long-ended sessions 
 db-shell: install ## psql on the dev database (ENV=test for test)
 	$(DASHTAM) db shell --env $(ENV)
 
-redis-cli: install ## redis-cli on the dev Redis index (ENV=test for test)
+redis-cli: install ## Redis shell (iredis) on the dev Redis index (ENV=test for test)
 	$(DASHTAM) redis-cli --env $(ENV)
 
 monitor: install ## Start Prometheus scraping the dev app and worker, with the alert rules (docs/monitoring.md)
@@ -103,7 +103,7 @@ test-logs: install ## Follow the test logs
 test-db-shell: install ## psql on the test database
 	$(DASHTAM) db shell --env test
 
-test-redis-cli: install ## redis-cli on the test Redis index
+test-redis-cli: install ## Redis shell (iredis) on the test Redis index
 	$(DASHTAM) redis-cli --env test
 
 test-unit: test-setup ## Unit tests (no I/O)

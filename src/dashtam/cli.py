@@ -273,14 +273,16 @@ def db_shell(env: EnvOption = EnvName.dev) -> None:
 @app.command("redis-cli")
 @user_errors
 def redis_cli(env: EnvOption = EnvName.dev) -> None:
-    """Open redis-cli on an environment's Redis index."""
-    from dashtam.devenv.binaries import find_redis_server
+    """Open a Redis shell (iredis) on an environment's Redis index, as its ACL user."""
+    import shutil
 
     settings = _profile(env).settings()
-    cli = os.path.join(os.path.dirname(find_redis_server()), "redis-cli")
-    command = [cli, "-h", settings.REDIS_HOST, "-p", str(settings.REDIS_PORT)]
-    command += ["-n", str(settings.redis_db)]
-    os.execv(command[0], command)  # noqa: S606 - replaces this process with redis-cli
+    shell = shutil.which("iredis", path=os.path.dirname(sys.executable))
+    if shell is None:
+        raise UserError("iredis is not installed.", hint="Run `make install`.")
+    # The URL carries the password: through the environment, never the command line.
+    shell_env = {**os.environ, "IREDIS_URL": settings.redis_url}
+    os.execve(shell, [shell], shell_env)  # noqa: S606 - replaces this process with iredis
 
 
 @keys_app.command("rotate")

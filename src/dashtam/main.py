@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from dashtam.core.logging import configure_logging
 from dashtam.core.metrics import HttpMetricsMiddleware, watch_pool
 from dashtam.core.middleware import RequestIdMiddleware, trust_proxies
 from dashtam.core.problems import install_error_handlers
-from dashtam.core.redis import RedisKeys, create_redis
+from dashtam.core.redis import RedisKeys, check_redis, create_redis
 from dashtam.health.metrics import router as metrics_router
 from dashtam.health.router import router as health_router
 from dashtam.providers.oauth import provider_http_client
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
         if resources is not None:
             yield
             return
+        await asyncio.to_thread(check_redis, settings)  # wrong credentials: refuse to start
         owned = AppResources.from_settings(settings)
         owned.attach(app)
         try:

@@ -17,7 +17,7 @@ import pytest
 
 from dashtam.core.config import PROJECT_ROOT
 from dashtam.devenv.isolated import make_isolated_copy
-from dashtam.devenv.redis import ping
+from dashtam.devenv.redis import authenticated_ping
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 DEV_ROWS = 5
@@ -70,7 +70,9 @@ def test_dev_data_and_health_survive_two_test_runs(tmp_path: Path) -> None:
             assert " passed" in output
             assert " failed" not in output
         assert asyncio.run(dev_user_count(dev)) == DEV_ROWS
-        assert ping(int(dev["REDIS_PORT"]))
+        assert authenticated_ping(
+            int(dev["REDIS_PORT"]), dev["REDIS_USERNAME"], dev["REDIS_PASSWORD"]
+        )
         status = run([*dashtam, "status"], process_env)
         dev_lines = [line for line in status.splitlines() if "│ dev " in line]
         assert any("postgres" in line and "healthy" in line for line in dev_lines), status

@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
@@ -91,10 +92,12 @@ async def signup_and_login(
 
 
 async def audit_rows(session: AsyncSession, action: str) -> list[AuthAuditLog]:
-    """The auth audit rows of one action, oldest first (read fresh, not from the identity map)."""
+    """This test's auth audit rows of one action, oldest first (read fresh, not from the
+    identity map). Rows other tests committed for real stay (the trail is append-only): they
+    are older than this test's transaction, whose now() stamps every row the test writes."""
     rows = await session.scalars(
         select(AuthAuditLog)
-        .where(AuthAuditLog.action == action)
+        .where(AuthAuditLog.action == action, AuthAuditLog.created_at >= func.now())
         .order_by(AuthAuditLog.created_at)
         .execution_options(populate_existing=True)
     )

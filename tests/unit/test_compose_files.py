@@ -22,12 +22,14 @@ import yaml
 
 from dashtam.core.envfile import parse_env_file
 from dashtam.devenv.postgres import EPHEMERAL_SETTINGS
+from dashtam.devenv.redis import acl_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 ENTRYPOINT = ROOT / "docker" / "serve.sh"
 POSTGRES_INIT = ROOT / "docker" / "postgres" / "10-dashtam-role.sh"
+REDIS_START = ROOT / "docker" / "redis" / "start.sh"
 PG_DATA = "/var/lib/postgresql/data"
 SERVERS = ("app", "callback", "sandbox")
 SERVICES = {"postgres", "redis", *SERVERS}
@@ -241,6 +243,17 @@ def published_ports(service: Config) -> dict[int, int]:
     return ports
 
 
+def published_host_ips(service: Config) -> set[str]:
+    addresses: set[str] = set()
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            addresses.add(str(entry.get("host_ip") or "0.0.0.0"))  # noqa: S104 - what we refuse
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            addresses.add(parts[0] if len(parts) == 3 else "0.0.0.0")  # noqa: S104
+    return addresses
+
+
 def mounts(service: Config) -> dict[str, str]:
     """Container path -> source (named volume or host path)."""
     result: dict[str, str] = {}
@@ -307,6 +320,13 @@ def test_host_ports(rendered: Rendered) -> None:
             assert ports == {wanted: CONTAINER_PORTS[service]}, service
 
 
+def test_published_ports_are_loopback_only(rendered: Rendered) -> None:
+    """Like local mode: nothing of dev or test, least of all PostgreSQL and Redis, is reachable
+    from another machine."""
+    for service, spec in rendered.config["services"].items():
+        assert published_host_ips(spec) <= {"127.0.0.1"}, service
+
+
 @pytest.mark.parametrize("env", ["dev", "test"])
 def test_host_port_defaults(env: str, compose: Compose, tmp_path: Path) -> None:
     """Without the *_PORT settings the files still publish the environment's own ports."""
@@ -340,6 +360,22 @@ def test_database_name_role_and_secrets(rendered: Rendered) -> None:
         assert app["POSTGRES_PASSWORD"] == rendered.env["POSTGRES_PASSWORD"], service
 
 
+def test_redis_requires_authentication(rendered: Rendered) -> None:
+    """The container starts through docker/redis/start.sh with the env file's ACL user, and the
+    servers connect with the same credentials."""
+    redis = rendered.service("redis")
+    assert command(redis) == command(rendered.source["services"]["redis"])
+    assert redis["entrypoint"] == ["sh", "/dashtam/redis/start.sh"]
+    assert Path(mounts(redis)["/dashtam/redis"]).resolve() == REDIS_START.parent
+    env = environment(redis)
+    assert env["REDIS_USERNAME"] == rendered.env["REDIS_USERNAME"]
+    assert env["REDIS_PASSWORD"] == rendered.env["REDIS_PASSWORD"]
+    for service in (*SERVERS, *rendered.expected.extra_services):
+        app = environment(rendered.service(service))
+        assert app["REDIS_USERNAME"] == rendered.env["REDIS_USERNAME"], service
+        assert app["REDIS_PASSWORD"] == rendered.env["REDIS_PASSWORD"], service
+
+
 def test_networks_and_volumes_carry_the_project_name(rendered: Rendered) -> None:
     project = rendered.expected.project
     assert network_names(rendered) == {project}
@@ -367,7 +403,12 @@ def test_servers_reach_services_by_name(rendered: Rendered) -> None:
 
 def test_healthchecks(rendered: Rendered) -> None:
     assert healthcheck_test(rendered.service("postgres"))[:2] == ["CMD", "pg_isready"]
-    assert healthcheck_test(rendered.service("redis")) == ["CMD", "redis-cli", "ping"]
+    redis_check = healthcheck_test(rendered.service("redis"))
+    assert redis_check[0] == "CMD-SHELL"
+    assert (
+        'REDISCLI_AUTH="$$REDIS_PASSWORD" redis-cli --user "$$REDIS_USERNAME" ping'
+        in (redis_check[1])
+    )
     paths = {"app": "/health", "callback": "/health", "sandbox": "/sandbox/stats"}
     for service, path in paths.items():
         spec = rendered.service(service)
@@ -513,7 +554,9 @@ def test_environments_can_run_at_the_same_time(all_rendered: list[Rendered]) -> 
     assert len(seen["port"]) == 12  # dev seven (with Prometheus, Grafana), test five, CI none
 
 
-@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD"])
+@pytest.mark.parametrize(
+    "missing", ["POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD", "REDIS_USERNAME", "REDIS_PASSWORD"]
+)
 @pytest.mark.parametrize("env", sorted(EXPECTED))
 def test_missing_secret_fails_clearly(
     env: str, missing: str, compose: Compose, tmp_path: Path
@@ -549,7 +592,7 @@ def test_dockerfile_targets_and_layers() -> None:
 
 
 def test_entrypoint_scripts_are_valid_shell() -> None:
-    for script in (ENTRYPOINT, POSTGRES_INIT):
+    for script in (ENTRYPOINT, POSTGRES_INIT, REDIS_START):
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
         result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
@@ -579,3 +622,35 @@ def test_dev_containers_get_the_trusted_proxies_from_the_env_file(
 ) -> None:
     dev = render("dev", compose, tmp_path_factory)
     assert environment(dev.service("app"))["TRUSTED_PROXIES"] == dev.env["TRUSTED_PROXIES"]
+
+
+def test_redis_start_script_writes_local_modes_acl(tmp_path: Path) -> None:
+    """docker/redis/start.sh hands redis-server (through the image's entrypoint) the options it
+    was given and, on stdin, exactly the ACL local mode writes: one source of truth, checked."""
+    entrypoint = tmp_path / "docker-entrypoint.sh"
+    entrypoint.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/args\ncat > {tmp_path}/stdin\n'
+    )
+    entrypoint.chmod(0o755)
+    env = {
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "REDIS_USERNAME": "dashtam_x",
+        "REDIS_PASSWORD": "pa$$ word'\"",
+    }
+    subprocess.run(["sh", str(REDIS_START), "--appendonly", "yes"], env=env, check=True)
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args == ["redis-server", "--appendonly", "yes", "-"]
+    stdin = (tmp_path / "stdin").read_text().splitlines()
+    assert stdin == acl_lines("dashtam_x", "pa$$ word'\"")
+    assert "pa$$ word" not in (tmp_path / "stdin").read_text()
+
+
+def test_redis_start_script_refuses_a_missing_password(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["sh", str(REDIS_START)],
+        env={"PATH": os.environ["PATH"], "REDIS_USERNAME": "dashtam"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "REDIS_PASSWORD is required" in result.stderr

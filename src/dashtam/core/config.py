@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import (
     NonNegativeInt,
@@ -42,6 +42,8 @@ CERT_DIR = STATE_ROOT / "certs"
 
 # "<requests>/<seconds>": at most that many requests per client IP in a sliding window.
 RateLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")]
+# An ACL user name local mode writes into the Redis configuration as it is.
+RedisUser = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
 
 PLACEHOLDER_MARKERS = ("change_me", "changeme", "placeholder", "replace-me")
 SECRET_FIELDS = (
@@ -96,6 +98,10 @@ class Settings(BaseSettings):
     REDIS_HOST: str = "127.0.0.1"
     REDIS_PORT: int = 6379
     REDIS_DB: int = 0
+    # Redis always requires authentication: an ACL user per environment (local mode creates it
+    # from these). A REDIS_URL without credentials gets them added.
+    REDIS_USERNAME: RedisUser = "dashtam"
+    REDIS_PASSWORD: str = ""
     REDIS_KEY_PREFIX: str = "dashtam:"
 
     SECRET_KEY: str = ""
@@ -219,6 +225,19 @@ class Settings(BaseSettings):
                     f"TOKEN_ENCRYPTION_KEYS: key {key_id!r} is too weak for production: {reason}. "
                     "Generate one with `dashtam keys generate`."
                 )
+        password = self.redis_password
+        if not password or any(marker in password.lower() for marker in PLACEHOLDER_MARKERS):
+            raise ConfigurationError(
+                "REDIS_PASSWORD is missing or a placeholder; production Redis requires "
+                f"authentication. Set REDIS_PASSWORD or the credentials in REDIS_URL "
+                f"({GENERATE_HINT})."
+            )
+        reason = weak_secret_reason(password)
+        if reason:
+            raise ConfigurationError(
+                f"REDIS_PASSWORD is too weak for production: {reason}. Use at least 32 random "
+                f"bytes ({GENERATE_HINT})."
+            )
         return self
 
     @model_validator(mode="after")
@@ -249,7 +268,29 @@ class Settings(BaseSettings):
 
     @property
     def redis_url(self) -> str:
-        return self.REDIS_URL or f"redis://{self.REDIS_HOST}:{self.REDIS_PORT}/{self.REDIS_DB}"
+        """REDIS_URL, else one built from the parts; REDIS_USERNAME/REDIS_PASSWORD are added
+        to a URL that carries no credentials of its own."""
+        url = self.REDIS_URL or f"redis://{self.REDIS_HOST}:{self.REDIS_PORT}/{self.REDIS_DB}"
+        parts = urlsplit(url)
+        if parts.password is not None or not self.REDIS_PASSWORD:
+            return url
+        userinfo = f"{quote(self.REDIS_USERNAME, safe='')}:{quote(self.REDIS_PASSWORD, safe='')}"
+        location = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{userinfo}@{location}").geturl()
+
+    @property
+    def redis_username(self) -> str:
+        return unquote(urlsplit(self.redis_url).username or "")
+
+    @property
+    def redis_password(self) -> str:
+        return unquote(urlsplit(self.redis_url).password or "")
+
+    @property
+    def redis_address(self) -> str:
+        """host:port/index, for messages (never the credentials)."""
+        parts = urlsplit(self.redis_url)
+        return f"{parts.hostname}:{parts.port or 6379}/{self.redis_db}"
 
     @property
     def redis_db(self) -> int:

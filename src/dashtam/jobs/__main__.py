@@ -9,7 +9,9 @@ import sys
 import redis
 
 from dashtam.core.config import load_settings
+from dashtam.core.errors import UserError
 from dashtam.core.logging import configure_logging
+from dashtam.core.redis import check_redis
 from dashtam.jobs.queue import health_check_key
 from dashtam.jobs.worker import create_worker
 
@@ -27,7 +29,11 @@ def check() -> int:
 def main() -> None:
     if sys.argv[1:] == ["--check"]:
         sys.exit(check())
-    settings = load_settings()
+    try:
+        settings = load_settings()
+        check_redis(settings)  # a clear message now, not arq's retries and a traceback
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     configure_logging(settings.LOG_LEVEL)
     create_worker(settings).run()
 

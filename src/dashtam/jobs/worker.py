@@ -33,7 +33,7 @@ from dashtam.core.config import Settings
 from dashtam.core.database import create_engine, create_session_factory
 from dashtam.core.metrics import SYNC_ROWS, SYNC_RUNS, watch_pool
 from dashtam.jobs.metrics import serve_metrics, timed_job
-from dashtam.jobs.queue import SYNC_JOB, enqueue_sync, queue_name, redis_settings
+from dashtam.jobs.queue import SERIALIZERS, SYNC_JOB, enqueue_sync, queue_name, redis_settings
 from dashtam.models.account import SyncRun
 from dashtam.models.base import utcnow
 from dashtam.providers.errors import reauthorize_hint
@@ -267,6 +267,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "ctx": {"settings": settings},
         "health_check_interval": settings.WORKER_HEALTH_CHECK_SECONDS,
         "max_jobs": settings.WORKER_MAX_JOBS,
+        **SERIALIZERS,
     }
 
 
