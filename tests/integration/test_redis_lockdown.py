@@ -14,7 +14,7 @@ import pytest
 import redis
 from tests.test_config import TestSettings
 
-from dashtam.core.config import ConfigurationError
+from dashtam.core.errors import ConfigurationError
 from dashtam.core.redis import check_redis
 from dashtam.devenv.binaries import find_redis_server
 from dashtam.devenv.isolated import free_port, make_isolated_copy
