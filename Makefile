@@ -14,7 +14,7 @@ CONFIRM ?=
 export DASHTAM_TEST_WORKERS := $(WORKERS)
 
 .PHONY: help setup certs install up down restart logs status clean migrate migration \
-	keys-rotate auth-sweep db-shell redis-cli test-setup test-up test-down test-status test-logs \
+	keys-rotate verify auth-sweep db-shell redis-cli test-setup test-up test-down test-status test-logs \
 	test-db-shell test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint \
 	format typecheck ci bench monitor monitor-down
 
@@ -69,6 +69,9 @@ migration: install ## Autogenerate a migration from the models: make migration m
 
 keys-rotate: install ## Re-encrypt all provider tokens under the first TOKEN_ENCRYPTION_KEYS key (ENV=test too)
 	$(DASHTAM) keys rotate --env $(ENV)
+
+verify: install ## Compare the store with the provider, window by window (PROVIDER=id; ENV=test too)
+	$(DASHTAM) verify --env $(ENV) $(if $(PROVIDER),--provider $(PROVIDER),)
 
 auth-sweep: install ## Delete expired/spent auth tokens and long-ended sessions now (ENV=test too)
 	$(DASHTAM) auth sweep --env $(ENV)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
@@ -168,25 +169,30 @@ def clean(
     console.print(f"{env.value} data deleted")
 
 
+ProviderOption = Annotated[
+    str | None, typer.Option("--provider", "-p", help="Only this provider's id.")
+]
+
+
+def _provider_id(provider: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(provider) if provider else None
+    except ValueError:
+        raise UserError(f"{provider!r} is not a provider id (a UUID).") from None
+
+
 @app.command()
 @user_errors
 def sync(
-    provider: Annotated[
-        str | None, typer.Option("--provider", "-p", help="Only this provider's id.")
-    ] = None,
+    provider: ProviderOption = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow until done.")] = False,
     env: EnvOption = EnvName.dev,
 ) -> None:
     """Sync accounts, balances, positions and transactions of active connections (the worker
     does the work; --wait shows progress and a summary)."""
-    import uuid
-
     from dashtam.accounts.console import sync_command
 
-    try:
-        provider_id = uuid.UUID(provider) if provider else None
-    except ValueError:
-        raise UserError(f"{provider!r} is not a provider id (a UUID).") from None
+    provider_id = _provider_id(provider)
     settings = _profile(env).settings()
     if not asyncio.run(sync_command(settings, provider_id, wait, Console(highlight=False))):
         raise typer.Exit(1)
@@ -214,6 +220,28 @@ def monitor(
     for label, query in KEY_QUERIES:
         console.print(f"  {label}: {query}", soft_wrap=True)
     console.print("  walkthrough: docs/monitoring.md")
+
+
+@app.command()
+@user_errors
+def verify(
+    provider: ProviderOption = None,
+    all_windows: Annotated[
+        bool, typer.Option("--all-windows", help="List every window, not only those that differ.")
+    ] = False,
+    env: EnvOption = EnvName.dev,
+) -> None:
+    """Re-read active connections from the provider and compare them with the store: accounts,
+    latest balances, positions, and transactions window by window (ids and content). Writes
+    nothing; exits 1 if anything differs."""
+    from dashtam.accounts.console import verify_command
+
+    provider_id = _provider_id(provider)
+    settings = _profile(env).settings()
+    if not asyncio.run(
+        verify_command(settings, provider_id, all_windows, Console(highlight=False))
+    ):
+        raise typer.Exit(1)
 
 
 @app.command("test-prepare")

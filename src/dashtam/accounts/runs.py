@@ -66,8 +66,8 @@ async def request_run(
             return existing, False
 
 
-async def claim(conn: AsyncConnection, run_id: uuid.UUID) -> uuid.UUID | None:
-    """Mark the run running (again, on a takeover); its connection id, or None if it is over."""
+async def claim(conn: AsyncConnection, run_id: uuid.UUID) -> int | None:
+    """Mark the run running (again, on a takeover); the attempt's number, or None if it is over."""
     return await conn.scalar(
         update(SyncRun)
         .where(col(SyncRun.id) == run_id, _active)
@@ -77,8 +77,13 @@ async def claim(conn: AsyncConnection, run_id: uuid.UUID) -> uuid.UUID | None:
             started_at=func.coalesce(SyncRun.started_at, func.now()),
             error=None,
         )
-        .returning(col(SyncRun.connection_id))
+        .returning(col(SyncRun.attempts))
     )
+
+
+async def window_start(conn: AsyncConnection, run_id: uuid.UUID) -> datetime | None:
+    """Where the run's earliest attempt started reading transactions."""
+    return await conn.scalar(select(col(SyncRun.window_start)).where(col(SyncRun.id) == run_id))
 
 
 async def connection_of(conn: AsyncConnection, run_id: uuid.UUID) -> uuid.UUID | None:
@@ -144,12 +149,25 @@ async def add_progress(
     )
 
 
-async def finish(conn: AsyncConnection, run_id: uuid.UUID, error: str | None = None) -> None:
+async def finish(
+    conn: AsyncConnection,
+    run_id: uuid.UUID,
+    error: str | None = None,
+    *,
+    verified: bool | None = None,
+    verification: str | None = None,
+) -> None:
     status = SyncStatus.FAILED if error else SyncStatus.SUCCEEDED
     await conn.execute(
         update(SyncRun)
         .where(col(SyncRun.id) == run_id)
-        .values(status=status.value, finished_at=utcnow(), error=error and error[:500])
+        .values(
+            status=status.value,
+            finished_at=utcnow(),
+            error=error and error[:500],
+            verified=verified,
+            verification=verification and verification[:500],
+        )
     )
 
 

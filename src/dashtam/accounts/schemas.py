@@ -35,6 +35,8 @@ class SyncRunOut(_Out):
     unchanged: int
     marked_missing: int
     error: str | None
+    verified: bool | None
+    verification: str | None
 
 
 class BalancesOut(_Out):

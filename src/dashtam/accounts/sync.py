@@ -10,8 +10,9 @@ so there is neither a gap nor a duplicate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,15 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col
 
 from dashtam.accounts import runs
-from dashtam.accounts.schwab import (
-    TRANSACTION_LIMITS,
-    NeedsReauth,
-    Page,
-    ProviderDataError,
-    SyncError,
-    TraderClient,
-    TransactionBatch,
-)
+from dashtam.accounts.reading import account_windows, each_account
+from dashtam.accounts.schwab import NeedsReauth, Page, SyncError, TraderClient, TransactionBatch
 from dashtam.accounts.store import (
     StoredAccount,
     WriteCounts,
@@ -40,13 +34,15 @@ from dashtam.accounts.store import (
     upsert_accounts,
     write_transactions,
 )
-from dashtam.accounts.windows import Fetched, Window, WindowError, plan_windows, resume_start
+from dashtam.accounts.verify import verify_connection
+from dashtam.accounts.windows import Fetched, Window, resume_start
 from dashtam.core.config import Settings
+from dashtam.core.database import database_lost
 from dashtam.models.account import Account, Transaction, TransactionStatus
 from dashtam.models.base import utcnow
 
-ACCOUNTS_IN_PARALLEL = 2
 ANALYZE_AFTER_ROWS = 10_000
+logger = logging.getLogger("dashtam.accounts")
 
 
 class TransactionWriter(Protocol):
@@ -77,25 +73,6 @@ class SyncOptions:
         )
 
 
-async def account_windows(
-    client: TraderClient, account: StoredAccount, start: datetime, end: datetime
-) -> AsyncIterator[Fetched[Page]]:
-    """The account's complete windows covering ``[start, end)``; a failure names the account
-    and the window."""
-
-    async def fetch(window: Window) -> Page:
-        try:
-            return await client.transactions(account.provider_account_id, window)
-        except ProviderDataError as exc:
-            raise ProviderDataError(f"{account.label}, window {window}: {exc}") from None
-
-    try:
-        async for fetched in plan_windows(fetch, start, end, TRANSACTION_LIMITS):
-            yield fetched
-    except WindowError as exc:
-        raise SyncError(f"{account.label}: {exc}") from None
-
-
 class ConnectionSync:
     """One attempt at a run; everything it needs is handed in."""
 
@@ -122,20 +99,7 @@ class ConnectionSync:
         async with self.engine.begin() as conn:
             first = min(starts.values(), default=self.now)
             await runs.set_window(conn, self.run_id, first, self.now, len(accounts))
-        # Two accounts at a time: one's rows are parsed by PostgreSQL while the other's fetch.
-        # A task group, so one account's failure stops the other before the run is finished.
-        lanes = asyncio.Semaphore(ACCOUNTS_IN_PARALLEL)
-
-        async def one(account: StoredAccount) -> int:
-            async with lanes:
-                return await self._transactions(account, starts[account.id])
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(a)) for a in accounts]
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
-        inserted = sum(task.result() for task in tasks)
+        inserted = sum(await each_account(accounts, lambda a: self._transactions(a, starts[a.id])))
         if inserted >= ANALYZE_AFTER_ROWS:  # fresh statistics keep the window queries on the
             async with self.engine.begin() as conn:  # time index (as after any bulk load)
                 await conn.execute(text("ANALYZE transactions"))
@@ -241,6 +205,24 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
+async def verify_resumed(
+    engine: AsyncEngine, client: TraderClient, run_id: uuid.UUID, connection_id: uuid.UUID
+) -> tuple[bool, str]:
+    """Re-read what the run covered and compare it with the store: (matched, what was found).
+
+    Done after a run that had to resume, where a gap would hide if there were one.
+    """
+    async with engine.connect() as conn:
+        since = await runs.window_start(conn, run_id)
+    try:
+        report = await verify_connection(engine, client, connection_id, since or utcnow())
+    except SyncError as exc:
+        return False, f"verification could not finish: {exc}"
+    if not report.ok:
+        logger.warning("sync run %s does not match the provider: %s", run_id, report.summary())
+    return report.ok, report.summary()
+
+
 async def execute_run(
     engine: AsyncEngine,
     run_id: uuid.UUID,
@@ -250,8 +232,9 @@ async def execute_run(
 ) -> Outcome:
     """Run (or take over) a sync run while holding its connection's lock.
 
-    Sync errors end the run as failed with their message; a cancelled attempt (worker shutdown)
-    leaves it running, for the retried job to take over.
+    Sync errors end the run as failed with their message. A cancelled attempt (worker shutdown)
+    or a lost database leaves it running, for a retried job to take over. A run that needed more
+    than one attempt is verified against the provider before it is reported.
     """
     async with engine.connect() as lock:
         connection_id = await runs.connection_of(lock, run_id)
@@ -263,13 +246,17 @@ async def execute_run(
         try:
             await lock.commit()
             async with engine.begin() as conn:
-                if await runs.claim(conn, run_id) is None:
-                    return Outcome.DONE
+                attempt = await runs.claim(conn, run_id)
+            if attempt is None:
+                return Outcome.DONE
+            checked: tuple[bool, str] | tuple[None, None] = (None, None)
             try:
                 async with connect(connection_id) as client:
                     await ConnectionSync(
                         engine, client, run_id, connection_id, options, writer
                     ).run()
+                    if attempt > 1:
+                        checked = await verify_resumed(engine, client, run_id, connection_id)
             except NeedsReauth as exc:
                 async with engine.begin() as conn:
                     message = await runs.mark_needs_reauth(conn, connection_id, str(exc))
@@ -279,13 +266,25 @@ async def execute_run(
                 async with engine.begin() as conn:
                     await runs.finish(conn, run_id, str(exc))
                 return Outcome.FAILED
-            except Exception as exc:  # a bug or a lost database: record it, let the job log it
-                async with engine.begin() as conn:
+            except Exception as exc:
+                if database_lost(exc):  # nothing can be recorded; the job is retried
+                    raise
+                async with engine.begin() as conn:  # a bug: record it, let the job log it
                     await runs.finish(conn, run_id, f"internal error ({type(exc).__name__})")
                 raise
+            verified, verification = checked
             async with engine.begin() as conn:
-                await runs.finish(conn, run_id)
+                await runs.finish(conn, run_id, verified=verified, verification=verification)
             return Outcome.SUCCEEDED
         finally:
-            await runs.unlock(lock, connection_id)
-            await lock.commit()
+            await _unlock(lock, connection_id)
+
+
+async def _unlock(lock: AsyncConnection, connection_id: uuid.UUID) -> None:
+    """Release the connection's lock; a lost connection released it already."""
+    try:
+        await runs.unlock(lock, connection_id)
+        await lock.commit()
+    except Exception as exc:
+        if not database_lost(exc):
+            raise

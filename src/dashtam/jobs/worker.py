@@ -9,39 +9,35 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from arq import Retry, Worker, cron, func
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
 from dashtam.accounts import runs
-from dashtam.accounts.schwab import NeedsReauth, RetryPolicy, SyncError, TraderClient
+from dashtam.accounts.clients import TraderClients
+from dashtam.accounts.schwab import NeedsReauth, SyncError
 from dashtam.accounts.sync import Outcome, SyncOptions, execute_run
-from dashtam.accounts.tokens import ConnectionTokens
 from dashtam.auth.cleanup import sweep
 from dashtam.core.config import Settings
-from dashtam.core.database import create_engine, create_session_factory
+from dashtam.core.database import create_engine, create_session_factory, database_lost
 from dashtam.core.metrics import SYNC_ROWS, SYNC_RUNS, watch_pool
 from dashtam.jobs.metrics import serve_metrics, timed_job
 from dashtam.jobs.queue import SERIALIZERS, SYNC_JOB, enqueue_sync, queue_name, redis_settings
 from dashtam.models.account import SyncRun
 from dashtam.models.base import utcnow
 from dashtam.providers.errors import reauthorize_hint
-from dashtam.providers.oauth import provider_http_client
-from dashtam.providers.registry import schwab_spec
 
 logger = logging.getLogger("dashtam.jobs")
 BUSY_RETRY_SECONDS = 2
+DATABASE_RETRY_MAX_SECONDS = 30
 LOGIN_EXPIRY_WARNING = timedelta(hours=24)
 LOGIN_EXPIRING = "login_expiring"
 
@@ -52,27 +48,17 @@ class WorkerDeps:
 
     settings: Settings
     engine: AsyncEngine
-    session_factory: async_sessionmaker[AsyncSession]
-    http: httpx.AsyncClient
+    clients: TraderClients
 
     @classmethod
     def create(cls, settings: Settings) -> WorkerDeps:
         pool_size = settings.WORKER_MAX_JOBS + 2
         engine = create_engine(settings, pool_size=pool_size)
         watch_pool(engine, pool_size)
-        http = provider_http_client(settings, base_url=schwab_spec(settings).base_url)
-        return cls(settings, engine, create_session_factory(engine), http)
-
-    def tokens(self, connection_id: uuid.UUID) -> ConnectionTokens:
-        return ConnectionTokens(self.session_factory, self.http, self.settings, connection_id)
-
-    @asynccontextmanager
-    async def trader(self, connection_id: uuid.UUID) -> AsyncIterator[TraderClient]:
-        policy = RetryPolicy.from_settings(self.settings)
-        yield TraderClient(self.http, self.tokens(connection_id), policy)
+        return cls(settings, engine, TraderClients.create(settings, create_session_factory(engine)))
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.clients.aclose()
         await self.engine.dispose()
 
 
@@ -114,7 +100,15 @@ async def _count_finished_run(engine: AsyncEngine, run_id: uuid.UUID) -> None:
 async def sync_connection(ctx: dict[str, Any], run_id: str) -> str:
     deps = _deps(ctx)
     options = SyncOptions.from_settings(deps.settings)
-    outcome = await execute_run(deps.engine, uuid.UUID(run_id), deps.trader, options)
+    try:
+        outcome = await execute_run(deps.engine, uuid.UUID(run_id), deps.clients.connect, options)
+    except Exception as exc:
+        if not database_lost(exc):
+            raise
+        # The run stays running with its committed windows; the retry resumes it.
+        delay = min(DATABASE_RETRY_MAX_SECONDS, 2 ** (ctx.get("job_try", 1) - 1))
+        logger.warning("sync run %s lost the database (%s); retrying in %d s", run_id, exc, delay)
+        raise Retry(defer=delay) from None
     if outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
         await _count_finished_run(deps.engine, uuid.UUID(run_id))
     if outcome is Outcome.BUSY:  # a probe or a finishing run holds the lock for a moment
@@ -181,7 +175,7 @@ async def refresh_expiring_tokens(ctx: dict[str, Any]) -> int:
     refreshed = 0
     for connection_id, provider_id in expiring:
         try:
-            await deps.tokens(connection_id).access_token()
+            await deps.clients.tokens(connection_id).access_token()
             refreshed += 1
         except SyncError as exc:  # recorded on the connection by the providers package
             hint = f" {reauthorize_hint(provider_id)}" if isinstance(exc, NeedsReauth) else ""

@@ -218,4 +218,7 @@ class SyncRun(SQLModel, table=True):
     unchanged: int = _count()
     marked_missing: int = _count()
     error: str | None = Field(default=None, max_length=500)
+    # Set after a run that had to resume: re-read from the provider, did the store match?
+    verified: bool | None = None
+    verification: str | None = Field(default=None, max_length=500)
     created_at: datetime | None = timestamp(nullable=False, server_now=True)

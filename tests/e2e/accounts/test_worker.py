@@ -259,3 +259,4 @@ async def test_a_worker_killed_mid_sync_is_taken_over_without_gaps_or_duplicates
     assert run["attempts"] == 2
     total, distinct = await _stored(engine, connection.id)
     assert total == distinct == _expected()
+    assert run["verified"] is True, run["verification"]

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from tests.test_config import TestSettings
 from typer.testing import CliRunner
 
+from dashtam.accounts.clients import TraderClients
 from dashtam.auth import audit
 from dashtam.auth.audit import RequestContext
 from dashtam.auth.cleanup import SweepCounts, sweep, sweep_database
@@ -190,8 +191,8 @@ async def test_hourly_worker_job_sweeps_committed_rows(
     engine: AsyncEngine, sweep_settings: TestSettings, committed: Rows
 ) -> None:
     async with httpx.AsyncClient() as http:
-        deps = WorkerDeps(sweep_settings, engine, create_session_factory(engine), http)
-        counts = await sweep_expired_auth({"deps": deps})
+        clients = TraderClients(sweep_settings, create_session_factory(engine), http)
+        counts = await sweep_expired_auth({"deps": WorkerDeps(sweep_settings, engine, clients)})
     assert counts == {"refresh_tokens": 4, "email_tokens": 2, "auth_sessions": 2}
     async with engine.connect() as connection:
         await _assert_swept(connection, committed)
