@@ -87,7 +87,8 @@ async def test_the_worker_log_says_how_to_reauthorize(
 ) -> None:
     harness.sandbox.faults.schedule(Fault("expired_token"), 2, "trader")
     run_id = await harness.request()
-    deps = SimpleNamespace(settings=settings, engine=harness.engine, trader=harness.connect)
+    clients = SimpleNamespace(connect=harness.connect)
+    deps = SimpleNamespace(settings=settings, engine=harness.engine, clients=clients)
 
     with caplog.at_level(logging.INFO, logger="dashtam.jobs"):
         assert await sync_connection({"deps": deps}, str(run_id)) == "failed"
