@@ -1,4 +1,8 @@
-"""The `dashtam` command: the logic behind the Makefile targets."""
+"""The `dashtam` command: the logic behind the Makefile targets.
+
+Each command imports what it needs when it runs: `dashtam --help`, `status` and `down` must not
+pay for FastAPI, SQLAlchemy and Alembic (seconds of start-up on a small machine).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,15 @@ import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from dashtam.core.config import PROJECT_ROOT
 from dashtam.core.errors import UserError
-from dashtam.devenv.certs import ensure_certificates
-from dashtam.devenv.manager import EnvironmentManager, status_table
-from dashtam.devenv.profiles import DEV, PROFILES, TEST, Profile
-from dashtam.devenv.setup import generate_env_file
+
+if TYPE_CHECKING:
+    from dashtam.devenv.profiles import Profile
 
 app = typer.Typer(
     help="Dashtam: run and manage the dev and test environments.",
@@ -66,6 +68,8 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _profile(env: EnvName) -> Profile:
+    from dashtam.devenv.profiles import PROFILES
+
     return PROFILES[env.value]
 
 
@@ -73,6 +77,11 @@ def _profile(env: EnvName) -> Profile:
 @user_errors
 def setup() -> None:
     """Generate env/.env.dev and env/.env.test (fresh secrets) and the dev certificate."""
+    from dashtam.core.config import PROJECT_ROOT
+    from dashtam.devenv.certs import ensure_certificates
+    from dashtam.devenv.profiles import DEV, TEST
+    from dashtam.devenv.setup import generate_env_file
+
     for profile in (DEV, TEST):
         written = generate_env_file(profile)
         console.print(
@@ -87,6 +96,10 @@ def setup() -> None:
 @user_errors
 def certs() -> None:
     """Generate the self-signed dev certificate (SANs localhost, 127.0.0.1) if missing."""
+    from dashtam.devenv.certs import ensure_certificates
+    from dashtam.devenv.profiles import DEV
+    from dashtam.devenv.setup import generate_env_file
+
     generate_env_file(DEV)
     settings = DEV.settings()
     made = ensure_certificates(settings.tls_cert_path, settings.tls_key_path)
@@ -102,6 +115,8 @@ def up(
     ] = False,
 ) -> None:
     """Start an environment and return once everything is healthy."""
+    from dashtam.devenv.manager import EnvironmentManager, status_table
+
     started = time.perf_counter()
     manager = EnvironmentManager(_profile(env))
     console.print(f"[bold]Dashtam {env.value}[/] ({manager.mode.value} services)")
@@ -121,6 +136,8 @@ def up(
 @user_errors
 def down(env: EnvOption = EnvName.dev) -> None:
     """Stop an environment (its data is kept)."""
+    from dashtam.devenv.manager import EnvironmentManager
+
     EnvironmentManager(_profile(env)).down()
     console.print(f"{env.value} stopped")
 
@@ -129,6 +146,8 @@ def down(env: EnvOption = EnvName.dev) -> None:
 @user_errors
 def status() -> None:
     """Show every environment's services, ports and health."""
+    from dashtam.devenv.manager import status_table
+
     Console(highlight=False).print(status_table())
 
 
@@ -157,6 +176,8 @@ def clean(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Stop an environment and DELETE its data (asks first unless --yes)."""
+    from dashtam.devenv.manager import EnvironmentManager
+
     profile = _profile(env)
     if not yes:
         if not sys.stdin.isatty():
@@ -253,6 +274,9 @@ def prepare_tests(
 ) -> None:
     """Bring the test services up if needed and make the migrated test template ready: reused
     while migrations and models are unchanged, else rebuilt from nothing."""
+    from dashtam.devenv.manager import EnvironmentManager
+    from dashtam.devenv.profiles import TEST
+
     started = time.perf_counter()
     manager = EnvironmentManager(TEST)
     manager.start_services()
@@ -264,6 +288,8 @@ def prepare_tests(
 @user_errors
 def db_migrate(env: EnvOption = EnvName.dev) -> None:
     """Apply migrations (dev: upgrade to head; test: rebuild from nothing)."""
+    from dashtam.devenv.manager import EnvironmentManager
+
     manager = EnvironmentManager(_profile(env))
     manager.start_services()
     console.print(manager.init_database(rebuild=True))
@@ -276,6 +302,8 @@ def db_revision(message: Annotated[str, typer.Argument(help="What the migration 
     from alembic import command
 
     from dashtam.core.migrations import alembic_config
+    from dashtam.devenv.manager import EnvironmentManager
+    from dashtam.devenv.profiles import DEV
 
     manager = EnvironmentManager(DEV)
     manager.start_services()

@@ -7,7 +7,7 @@ import os
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import (
@@ -18,7 +18,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
 
 from dashtam.core.crypto import parse_keys
 from dashtam.core.envfile import check_env_file
@@ -29,6 +28,9 @@ from dashtam.core.secret_strength import (
     weak_key_reason,
     weak_secret_reason,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_ENV_DIR = PROJECT_ROOT / "env"
@@ -255,6 +257,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def database_url(self) -> URL:
+        from sqlalchemy.engine import URL, make_url  # SQLAlchemy only where a URL is needed
+
         if self.DATABASE_URL:
             return make_url(self.DATABASE_URL)
         return URL.create(

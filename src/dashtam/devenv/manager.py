@@ -1,4 +1,8 @@
-"""Bringing an environment up and down: services, database initialisation, app processes."""
+"""Bringing an environment up and down: services, database initialisation, app processes.
+
+What only some commands need (migrations, the app's Redis client, certificates, the job queue)
+is imported where it is used, so `dashtam status` and `dashtam down` start fast.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +22,11 @@ from rich.table import Table
 
 from dashtam.core.config import PROJECT_ROOT, Settings
 from dashtam.core.errors import UserError
-from dashtam.core.init_db import init_db
-from dashtam.core.init_test_db import init_test_db
-from dashtam.core.redis import check_redis
-from dashtam.devenv.certs import ensure_certificates
 from dashtam.devenv.postgres import PostgresService
 from dashtam.devenv.processes import ManagedProcess, port_in_use, require_free_port, wait_until
 from dashtam.devenv.profiles import PROFILES, Profile, ServiceMode
 from dashtam.devenv.redis import RedisService
 from dashtam.devenv.setup import generate_env_file
-from dashtam.jobs.queue import health_check_key, queue_name
 
 console = Console(stderr=True, highlight=False)
 
@@ -70,6 +69,8 @@ class WorkerProcess:
         return redis.Redis.from_url(self.settings.redis_url, socket_timeout=1)
 
     def healthy(self) -> bool:
+        from dashtam.jobs.queue import health_check_key
+
         try:
             with self._redis() as client:
                 return bool(client.exists(health_check_key(self.settings)))
@@ -78,6 +79,8 @@ class WorkerProcess:
 
     def queue_depth(self) -> int | None:
         """Jobs due now (cron jobs wait in the queue with a future score; they do not count)."""
+        from dashtam.jobs.queue import queue_name
+
         try:
             with self._redis() as client:
                 now_ms = int(time.time() * 1000)
@@ -222,11 +225,18 @@ class EnvironmentManager:
         """Dev: migrate to head. Test: the migrated template, reused unless it must be (or
         `rebuild` says to be) rebuilt."""
         if self.profile.ephemeral:
+            from dashtam.core.init_test_db import init_test_db
+
             return asyncio.run(init_test_db(self.settings, rebuild=rebuild)).describe()
+        from dashtam.core.init_db import init_db
+
         return asyncio.run(init_db(self.settings))
 
     # -- app processes ----------------------------------------------------------------------
     def start_servers(self, timeout: float = 60.0) -> None:
+        from dashtam.devenv.certs import ensure_certificates
+        from dashtam.jobs.queue import queue_name
+
         settings = self.settings
         servers = server_processes(self.profile, settings)
         uses_tls = settings.APP_TLS or settings.CALLBACK_TLS
@@ -268,6 +278,8 @@ class EnvironmentManager:
 
     # -- whole environment ------------------------------------------------------------------
     def up(self, *, servers: bool) -> None:
+        from dashtam.core.redis import check_redis
+
         self.start_services()
         check_redis(self.settings)  # before migrating or starting anything that needs it
         self.say(f"  {self.init_database()}")
