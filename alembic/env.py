@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from dashtam.core.config import load_settings
 from dashtam.core.database import create_engine
+from dashtam.core.roles import grant_runtime_privileges
 from dashtam.models import metadata
 
 config = context.config
@@ -26,9 +27,12 @@ def run_on(connection: Connection) -> None:
 
 
 async def run_with_own_engine() -> None:
-    engine = create_engine(load_settings(), poolclass=None, pool_size=1)
+    """`alembic upgrade` by hand: as the owner role, and the runtime role's grants after."""
+    settings = load_settings()
+    engine = create_engine(settings, settings.owner_database_url, poolclass=None, pool_size=1)
     async with engine.connect() as connection:
         await connection.run_sync(run_on)
+        await connection.run_sync(grant_runtime_privileges, settings.runtime_role)
         await connection.commit()
     await engine.dispose()
 

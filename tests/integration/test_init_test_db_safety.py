@@ -42,8 +42,9 @@ async def _count_users(url: URL) -> int:
 
 @pytest.fixture(scope="session")
 async def devlike_url(base_settings: TestSettings, worker_id: str) -> URL:
-    """A migrated database whose name lacks "test", holding users: dev's stand-in."""
-    url = base_settings.database_url
+    """A migrated database whose name lacks "test", holding users: dev's stand-in (made, and
+    reached here, as the test owner role, which may create databases)."""
+    url = base_settings.owner_database_url
     name = f"dashtam_devlike_{worker_id}"
     admin = await asyncpg.connect(
         host=url.host, port=url.port, user=url.username, password=url.password, database="postgres"
@@ -80,7 +81,10 @@ async def dev_rows_survive(devlike_url: URL) -> AsyncIterator[None]:
 
 
 def aimed_at(url: URL, **values: object) -> TestSettings:
-    return TestSettings(DATABASE_URL=url.render_as_string(hide_password=False), **values)  # type: ignore[arg-type]
+    """Test settings on `url`'s database: the app's role in DATABASE_URL, as always."""
+    base = TestSettings()
+    runtime = url.set(username=base.runtime_role, password=base.POSTGRES_PASSWORD)
+    return TestSettings(DATABASE_URL=runtime.render_as_string(hide_password=False), **values)  # type: ignore[arg-type]
 
 
 @pytest.mark.usefixtures("dev_rows_survive")
@@ -130,16 +134,18 @@ async def test_live_database_check_refuses_a_non_test_database(devlike_url: URL)
     engine = create_async_engine(devlike_url)
     async with engine.connect() as connection:
         with pytest.raises(UnsafeDatabaseError, match="connected to database 'dashtam_devlike_"):
-            await check_connection_is_for_testing(connection, settings)
+            await check_connection_is_for_testing(connection, settings.POSTGRES_OWNER_USER)
     await engine.dispose()
 
 
 async def test_live_role_check_refuses_another_role(base_settings: TestSettings) -> None:
-    settings = aimed_at(base_settings.database_url.set(username="other_test_user"))
     engine = create_async_engine(base_settings.database_url)
     async with engine.connect() as connection:
         with pytest.raises(UnsafeDatabaseError, match="not the test role 'other_test_user'"):
-            await check_connection_is_for_testing(connection, settings)
+            await check_connection_is_for_testing(connection, "other_test_user")
+        # The app's role is a test role too, but not the owner the initialiser must be.
+        with pytest.raises(UnsafeDatabaseError, match="not the test role 'dashtam_test_owner'"):
+            await check_connection_is_for_testing(connection, base_settings.POSTGRES_OWNER_USER)
     await engine.dispose()
 
 
@@ -149,7 +155,7 @@ async def test_rebuilds_a_test_database_from_nothing(
     name = f"{base_settings.database_name}_{run_id}_{worker_id}init"
     url = await create_worker_database(base_settings, name)
     try:
-        engine = create_async_engine(url)
+        engine = create_async_engine(aimed_at(url).owner_database_url)  # CREATE TABLE: owner
         async with engine.connect() as connection:
             await connection.execute(
                 text(

@@ -26,8 +26,9 @@ from dashtam.core.init_test_db import init_test_db
 
 
 async def _sql(url: URL, *statements: str) -> list[object]:
-    """Run statements, committed; the first value each returns (None for commands)."""
-    engine = create_async_engine(url)
+    """Run statements as the owner (a hand on the schema), committed; the first value each
+    returns (None for commands)."""
+    engine = create_async_engine(aimed_at(url).owner_database_url)
     try:
         async with engine.begin() as connection:
             results = [await connection.execute(text(sql)) for sql in statements]
@@ -46,7 +47,7 @@ async def stamped(base_settings: TestSettings, run_id: str, worker_id: str) -> A
     name = f"{base_settings.database_name}_{run_id}_{worker_id}tpl{secrets.token_hex(3)}"
     url = await create_worker_database(base_settings, name)
     try:
-        await stamp_as_template(url)
+        await stamp_as_template(aimed_at(url).owner_database_url)
         yield url
     finally:
         await drop_worker_database(base_settings, name)

@@ -25,15 +25,17 @@ def worker_database_name(template: str, run_id: str, worker: str) -> str:
 
 
 async def _admin_connection(settings: Settings) -> asyncpg.Connection:
-    """The test role on the maintenance database (it may create and drop its own databases)."""
-    url = settings.database_url
+    """The test owner role on the maintenance database: it owns the template, so it may clone
+    it, and owns the clones it makes, so it may drop them. The tests themselves connect as the
+    runtime role, with the app's rights only."""
+    url = settings.owner_database_url
     connection = await asyncpg.connect(
         host=url.host, port=url.port, user=url.username, password=url.password, database="postgres"
     )
     role = await connection.fetchval("SELECT current_user")
     if role != url.username or "test" not in str(role):
         await connection.close()
-        raise UnsafeDatabaseError(f"Refusing: connected as {role!r}, not the test role.")
+        raise UnsafeDatabaseError(f"Refusing: connected as {role!r}, not the test owner role.")
     return connection
 
 
@@ -74,7 +76,17 @@ async def drop_leftovers(settings: Settings) -> list[str]:
         await connection.close()
 
 
+async def _only_the_runtime_role_connects(
+    connection: asyncpg.Connection, settings: Settings, name: str
+) -> None:
+    """A new database lets PUBLIC connect (a template's ACL is not copied): as dashtam_test."""
+    await connection.execute(f"REVOKE CONNECT ON DATABASE {_quote(name)} FROM PUBLIC")
+    runtime = _quote(settings.runtime_role)
+    await connection.execute(f"GRANT CONNECT ON DATABASE {_quote(name)} TO {runtime}")
+
+
 async def create_worker_database(settings: Settings, name: str) -> URL:
+    """A clone of the migrated template; returns the runtime role's URL for it."""
     check_settings_are_for_testing(settings)
     connection = await _admin_connection(settings)
     try:
@@ -89,6 +101,20 @@ async def create_worker_database(settings: Settings, name: str) -> URL:
                 if attempt == 49:
                     raise
                 await asyncio.sleep(0.1)
+        await _only_the_runtime_role_connects(connection, settings, name)
+    finally:
+        await connection.close()
+    return settings.database_url.set(database=name)
+
+
+async def create_empty_database(settings: Settings, name: str) -> URL:
+    """A per-worker database with nothing in it (what a restore needs); the runtime role's URL."""
+    check_settings_are_for_testing(settings)
+    connection = await _admin_connection(settings)
+    try:
+        await _drop(connection, settings, name)
+        await connection.execute(f"CREATE DATABASE {_quote(name)}")
+        await _only_the_runtime_role_connects(connection, settings, name)
     finally:
         await connection.close()
     return settings.database_url.set(database=name)

@@ -353,11 +353,16 @@ def test_database_name_role_and_secrets(rendered: Rendered) -> None:
     assert postgres["POSTGRES_PASSWORD"] == rendered.env["POSTGRES_ADMIN_PASSWORD"]
     assert postgres["DASHTAM_DB_PASSWORD"] == rendered.env["POSTGRES_PASSWORD"]
     assert postgres["DASHTAM_DB_CREATEDB"] == ("CREATEDB" if expected.ephemeral else "NOCREATEDB")
+    # Migrations run as the owner role, which owns the database; the app's role gets DML only.
+    owner = "dashtam_owner" if expected.env == "dev" else "dashtam_test_owner"
+    assert postgres["DASHTAM_DB_OWNER"] == owner
+    assert postgres["DASHTAM_DB_OWNER_PASSWORD"] == rendered.env["POSTGRES_OWNER_PASSWORD"]
     for service in SERVERS:
         app = environment(rendered.service(service))
         assert app["POSTGRES_DB"] == expected.database, service
         assert app["POSTGRES_USER"] == expected.role, service
         assert app["POSTGRES_PASSWORD"] == rendered.env["POSTGRES_PASSWORD"], service
+        assert app["POSTGRES_OWNER_USER"] == owner, service
 
 
 def test_redis_requires_authentication(rendered: Rendered) -> None:
@@ -555,7 +560,14 @@ def test_environments_can_run_at_the_same_time(all_rendered: list[Rendered]) -> 
 
 
 @pytest.mark.parametrize(
-    "missing", ["POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD", "REDIS_USERNAME", "REDIS_PASSWORD"]
+    "missing",
+    [
+        "POSTGRES_PASSWORD",
+        "POSTGRES_OWNER_PASSWORD",
+        "POSTGRES_ADMIN_PASSWORD",
+        "REDIS_USERNAME",
+        "REDIS_PASSWORD",
+    ],
 )
 @pytest.mark.parametrize("env", sorted(EXPECTED))
 def test_missing_secret_fails_clearly(

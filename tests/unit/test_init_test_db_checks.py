@@ -24,6 +24,7 @@ def settings(**values: object) -> Settings:
         "ENVIRONMENT": Environment.TESTING,
         "TESTING": True,
         "DATABASE_URL": "postgresql+asyncpg://dashtam_test_user:pw@127.0.0.1:5433/dashtam_test",
+        "POSTGRES_OWNER_USER": "dashtam_test_owner",
     }
     base.update(values)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg, arg-type]
@@ -102,3 +103,11 @@ def test_the_template_hash_covers_migrations_and_models(schema_copy: Path) -> No
     new_migration = schema_copy / "alembic" / "versions" / "20261201_0099_new.py"
     new_migration.write_text("revision = '0099'\n")
     assert schema_source_hash(schema_copy) != original
+
+
+def test_refuses_roles_whose_names_lack_test() -> None:
+    with pytest.raises(UnsafeDatabaseError, match="POSTGRES_OWNER_USER is 'dashtam_owner'"):
+        check_settings_are_for_testing(settings(POSTGRES_OWNER_USER="dashtam_owner"))
+    app_role = "postgresql+asyncpg://dashtam_user:pw@127.0.0.1:5433/dashtam_test"
+    with pytest.raises(UnsafeDatabaseError, match=r"the app's role .* is 'dashtam_user'"):
+        check_settings_are_for_testing(settings(DATABASE_URL=app_role))

@@ -102,7 +102,7 @@ class ConnectionSync:
         inserted = sum(await each_account(accounts, lambda a: self._transactions(a, starts[a.id])))
         if inserted >= ANALYZE_AFTER_ROWS:  # fresh statistics keep the window queries on the
             async with self.engine.begin() as conn:  # time index (as after any bulk load)
-                await conn.execute(text("ANALYZE transactions"))
+                await conn.execute(text("SELECT analyze_transactions()"))  # migration 0007
 
     async def _accounts(self) -> list[StoredAccount]:
         snapshots = await self.client.accounts()

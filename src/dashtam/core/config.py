@@ -90,8 +90,13 @@ class Settings(BaseSettings):
     POSTGRES_HOST: str = "127.0.0.1"
     POSTGRES_PORT: int = 5432
     POSTGRES_DB: str = "dashtam"
+    # The app and the worker connect as POSTGRES_USER, a runtime role with DML rights only (and
+    # only INSERT and SELECT on the audit tables). Migrations, backups and restores connect as
+    # the owner role, which owns the database and every object in it (same server and database).
     POSTGRES_USER: str = "dashtam_user"
     POSTGRES_PASSWORD: str = ""
+    POSTGRES_OWNER_USER: str = "dashtam_owner"
+    POSTGRES_OWNER_PASSWORD: str = ""
     # The superuser of the cluster local mode starts; the app never uses it.
     POSTGRES_ADMIN_PASSWORD: str = ""
     DB_ECHO: bool = False
@@ -255,6 +260,18 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _owner_and_runtime_roles_differ(self) -> Self:
+        """One role for both would give the app the right to alter and drop the audit trail."""
+        if self.runtime_role == self.POSTGRES_OWNER_USER:
+            raise ConfigurationError(
+                f"POSTGRES_OWNER_USER and the app's role are both {self.runtime_role!r}: "
+                "migrations need an owner role of their own.",
+                hint="Give POSTGRES_OWNER_USER another name (`make setup` examples: "
+                "dashtam_owner / dashtam_test_owner).",
+            )
+        return self
+
     @cached_property
     def database_url(self) -> URL:
         from sqlalchemy.engine import URL, make_url  # SQLAlchemy only where a URL is needed
@@ -269,6 +286,20 @@ class Settings(BaseSettings):
             port=self.POSTGRES_PORT,
             database=self.POSTGRES_DB,
         )
+
+    @property
+    def owner_database_url(self) -> URL:
+        """The same server and database as the owner role: for migrations, backups, restores."""
+        return self.database_url.set(
+            username=self.POSTGRES_OWNER_USER, password=self.POSTGRES_OWNER_PASSWORD or None
+        )
+
+    @property
+    def runtime_role(self) -> str:
+        """The role the app and the worker connect as (read without importing SQLAlchemy)."""
+        if self.DATABASE_URL:
+            return unquote(urlsplit(self.DATABASE_URL).username or "")
+        return self.POSTGRES_USER
 
     @property
     def redis_url(self) -> str:

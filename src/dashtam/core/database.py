@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 from fastapi import Request
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,14 +18,15 @@ from sqlalchemy.ext.asyncio import (
 from dashtam.core.config import Settings
 
 
-def create_engine(settings: Settings, **overrides: object) -> AsyncEngine:
+def create_engine(settings: Settings, url: URL | None = None, **overrides: object) -> AsyncEngine:
+    """The app's engine (the runtime role), or one on `url` (the owner's, for migrations)."""
     options: dict[str, object] = {
         "echo": settings.DB_ECHO,
         "pool_size": settings.DB_POOL_SIZE,
         "pool_pre_ping": True,
     }
     options.update(overrides)
-    return create_async_engine(settings.database_url, **options)
+    return create_async_engine(url or settings.database_url, **options)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,4 +1,5 @@
-"""Development database initialisation: migrate to head. Idempotent; never drops anything.
+"""Database initialisation: migrate to head as the owner role, then grant the runtime role its
+privileges. Idempotent; never drops anything.
 
 Run before the dev app starts (`make up`, `make migrate`, or `python -m dashtam.core.init_db`).
 """
@@ -11,13 +12,14 @@ import logging
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.database import create_engine
 from dashtam.core.migrations import current_revision, head_revision, upgrade_to_head
+from dashtam.core.roles import grant_runtime_privileges
 
 logger = logging.getLogger("dashtam.init_db")
 
 
 async def init_db(settings: Settings) -> str:
     """Bring the schema to head; returns a one-line summary of what was done."""
-    engine = create_engine(settings, pool_size=1)
+    engine = create_engine(settings, settings.owner_database_url, pool_size=1)
     try:
         async with engine.connect() as connection:
             before = await current_revision(connection)
@@ -26,11 +28,12 @@ async def init_db(settings: Settings) -> str:
                 summary = f"database {settings.database_name!r} already at migration {head}"
             else:
                 await upgrade_to_head(connection)
-                await connection.commit()
                 summary = (
                     f"database {settings.database_name!r} migrated "
                     f"from {before or 'empty'} to {head}"
                 )
+            await connection.run_sync(grant_runtime_privileges, settings.runtime_role)
+            await connection.commit()
     finally:
         await engine.dispose()
     logger.info(summary)

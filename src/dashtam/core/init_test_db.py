@@ -2,7 +2,9 @@
 
 It refuses, touching nothing, unless every check holds: the settings say testing (twice), the
 database *name* parsed from the URL contains "test", and the live connection confirms both the
-database and the role. Then it applies the test optimisations, drops everything and migrates.
+database and the role (the test owner role: it owns what it drops). Then it applies the test
+optimisations, drops everything, migrates, and grants the runtime role (the one the tests, like
+the app, connect as) DML only.
 
 The migrated database is the template every run's worker databases are cloned from. Like
 pgtestdb, it is rebuilt only when it must be: it carries a stamp (its database comment) with a
@@ -25,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from dashtam.core.config import PROJECT_ROOT, Environment, Settings, load_settings
 from dashtam.core.errors import UserError
+from dashtam.core.roles import grant_runtime_privileges
 
 logger = logging.getLogger("dashtam.init_test_db")
 
@@ -50,13 +53,21 @@ def check_settings_are_for_testing(settings: Settings) -> None:
             f"Refusing: the database name {name!r} does not contain 'test'.",
             hint="Point the test settings at the test database (dashtam_test).",
         )
+    for setting, role in (
+        ("POSTGRES_OWNER_USER", settings.POSTGRES_OWNER_USER),
+        ("the app's role (POSTGRES_USER)", settings.runtime_role),
+    ):
+        if "test" not in role:
+            raise UnsafeDatabaseError(
+                f"Refusing: {setting} is {role!r}, whose name lacks 'test'.",
+                hint="The test environment's roles are dashtam_test_owner and dashtam_test_user.",
+            )
 
 
-async def check_connection_is_for_testing(connection: AsyncConnection, settings: Settings) -> None:
+async def check_connection_is_for_testing(connection: AsyncConnection, expected_role: str) -> None:
     """The checks the server answers: which database and which role we really are."""
     row = (await connection.execute(text("SELECT current_database(), current_user"))).one()
     database, role = str(row[0]), str(row[1])
-    expected_role = settings.database_url.username or ""
     if "test" not in database:
         raise UnsafeDatabaseError(
             f"Refusing: connected to database {database!r}, whose name lacks 'test'."
@@ -211,27 +222,30 @@ async def init_test_db(settings: Settings, *, rebuild: bool = False) -> Prepared
     (unless `rebuild`), otherwise rebuilt from nothing and stamped."""
     check_settings_are_for_testing(settings)
     logger.info("settings checks passed for database %r", settings.database_name)
-    engine = create_async_engine(settings.database_url, echo=settings.DB_ECHO, pool_size=1)
+    engine = create_async_engine(settings.owner_database_url, echo=settings.DB_ECHO, pool_size=1)
     try:
         async with engine.connect() as connection:
-            await check_connection_is_for_testing(connection, settings)
-            logger.info("connection checks passed (database and role)")
+            await check_connection_is_for_testing(connection, settings.POSTGRES_OWNER_USER)
+            logger.info("connection checks passed (database and owner role)")
             sources = schema_source_hash()
             reason, tables = (
                 ("asked to rebuild", []) if rebuild else await _reuse_refusal(connection, sources)
             )
             if reason is None:
+                # Grants are not in the catalog fingerprint: set them (idempotent) all the same.
+                await connection.run_sync(grant_runtime_privileges, settings.runtime_role)
+                await connection.commit()
                 logger.info("template stamp matches: reused")
                 return PreparedTemplate(tables, None)
             logger.info("rebuilding: %s", reason)
-            tables = await _rebuild(connection, sources)
+            tables = await _rebuild(connection, sources, settings.runtime_role)
     finally:
         await engine.dispose()
     logger.info("test database ready: %d tables", len(tables))
     return PreparedTemplate(tables, reason)
 
 
-async def _rebuild(connection: AsyncConnection, sources: str) -> list[str]:
+async def _rebuild(connection: AsyncConnection, sources: str, runtime_role: str) -> list[str]:
     """Drop everything, migrate, verify and stamp, in one transaction: all or nothing."""
     from dashtam.core.migrations import current_revision, upgrade_to_head
 
@@ -243,7 +257,8 @@ async def _rebuild(connection: AsyncConnection, sources: str) -> list[str]:
     await connection.execute(text("CREATE SCHEMA public AUTHORIZATION CURRENT_USER"))
     logger.info("dropped every object in the test database")
     await upgrade_to_head(connection)
-    logger.info("migrated to head")
+    await connection.run_sync(grant_runtime_privileges, runtime_role)
+    logger.info("migrated to head; %s granted DML only", runtime_role)
     tables = await _verify_tables(connection)
     revision = await current_revision(connection)
     stamp = _Stamp(sources, await _catalog(connection), str(revision))

@@ -220,9 +220,15 @@ class PostgresService:
         self._fingerprint_file.write_text(self._fingerprint())
 
     async def bootstrap(self) -> None:
-        """Create (or re-password) the environment's role and database; idempotent."""
+        """Create (or re-password) the environment's two roles and its database; idempotent.
+
+        The owner role owns the database and, through migrations, every object in it; the
+        runtime role (the app's) may only connect, and gets its DML rights from `init_db`. A
+        database from before the split, owned by the app's role, is handed to the owner.
+        """
         settings = self.settings
-        role, database = settings.POSTGRES_USER, settings.POSTGRES_DB
+        owner, runtime = settings.POSTGRES_OWNER_USER, settings.POSTGRES_USER
+        database = settings.POSTGRES_DB
         try:
             connection = await asyncpg.connect(
                 host="127.0.0.1",
@@ -238,19 +244,32 @@ class PostgresService:
                 hint="Restore the env file that created it, or `make clean` and `make up`.",
             ) from None
         try:
-            exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-            verb = "ALTER" if exists else "CREATE"
-            # The test role creates per-worker databases cloned from the migrated template.
+            # The test owner creates per-worker databases cloned from the migrated template.
             createdb = "CREATEDB" if self.profile.ephemeral else "NOCREATEDB"
-            password = settings.POSTGRES_PASSWORD.replace("'", "''")
-            await connection.execute(
-                f"{verb} ROLE {_ident(role)} LOGIN {createdb} PASSWORD '{password}'"
-            )
+            await _login_role(connection, owner, settings.POSTGRES_OWNER_PASSWORD, createdb)
+            await _login_role(connection, runtime, settings.POSTGRES_PASSWORD, "NOCREATEDB")
             if not await connection.fetchval(
                 "SELECT 1 FROM pg_database WHERE datname = $1", database
             ):
-                await connection.execute(f"CREATE DATABASE {_ident(database)} OWNER {_ident(role)}")
+                await connection.execute(
+                    f"CREATE DATABASE {_ident(database)} OWNER {_ident(owner)}"
+                )
+            inside = await asyncpg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user=ADMIN_ROLE,
+                password=settings.POSTGRES_ADMIN_PASSWORD,
+                database=database,
+            )
+            try:  # the runtime role owns nothing: what it owned before the split goes to the owner
+                await inside.execute(f"REASSIGN OWNED BY {_ident(runtime)} TO {_ident(owner)}")
+            finally:
+                await inside.close()
+            # After the reassignment, which rewrites the old owner's grants as the new owner's.
             await connection.execute(f"REVOKE CONNECT ON DATABASE {_ident(database)} FROM PUBLIC")
+            await connection.execute(
+                f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_ident(runtime)}"
+            )
         finally:
             await connection.close()
 
@@ -260,6 +279,18 @@ class PostgresService:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.pgdata.parent, ignore_errors=True)
+
+
+async def _login_role(
+    connection: asyncpg.Connection, role: str, password: str, createdb: str
+) -> None:
+    exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+    verb = "ALTER" if exists else "CREATE"
+    quoted = password.replace("'", "''")
+    await connection.execute(
+        f"{verb} ROLE {_ident(role)} LOGIN NOSUPERUSER NOCREATEROLE NOBYPASSRLS {createdb} "
+        f"PASSWORD '{quoted}'"
+    )
 
 
 def _ident(name: str) -> str:

@@ -6,6 +6,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import select
 from tests.support.audit import assert_append_only
+from tests.test_config import TestSettings
 
 from dashtam.auth import audit
 from dashtam.auth.audit import RequestContext
@@ -26,10 +27,14 @@ async def _user_with_audit_rows(session: AsyncSession) -> User:
 
 
 async def test_audit_rows_cannot_be_changed_or_deleted(
-    session_factory: async_sessionmaker[AsyncSession], session: AsyncSession
+    session_factory: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    settings: TestSettings,
 ) -> None:
     user = await _user_with_audit_rows(session)
-    await assert_append_only(session_factory, AuthAuditLog, AuthAuditLog.user_id == user.id)
+    await assert_append_only(
+        session_factory, AuthAuditLog, AuthAuditLog.user_id == user.id, settings.owner_database_url
+    )
 
 
 async def test_audit_rows_outlive_their_user(session: AsyncSession) -> None:

@@ -193,6 +193,7 @@ async def test_audit_rows_cannot_be_changed_or_deleted(
     session: AsyncSession,
     cipher: TokenCipher,
     grant: TokenGrant,
+    settings: TestSettings,
 ) -> None:
     connection = await seed_connection(session, cipher, grant, access_expires_in=timedelta(hours=1))
     session.add(
@@ -203,6 +204,7 @@ async def test_audit_rows_cannot_be_changed_or_deleted(
         session_factory,
         ProviderAuditLog,
         ProviderAuditLog.provider_id == connection.provider_id,
+        settings.owner_database_url,
     )
     await session.execute(
         text("DELETE FROM providers WHERE id = :id"), {"id": connection.provider_id}
