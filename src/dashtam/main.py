@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dashtam import __version__
 from dashtam.accounts.router import router as accounts_router
+from dashtam.auth.dependencies import attach_auth
 from dashtam.auth.router import router as auth_router
 from dashtam.auth.router import users_router
 from dashtam.auth.tokens import AccessTokenVerifier
@@ -26,6 +27,7 @@ from dashtam.core.problems import install_error_handlers
 from dashtam.core.redis import RedisKeys, check_redis, create_redis
 from dashtam.health.metrics import router as metrics_router
 from dashtam.health.router import router as health_router
+from dashtam.openapi import install_docs
 from dashtam.providers.oauth import provider_http_client
 from dashtam.providers.router import install as install_providers
 
@@ -58,6 +60,7 @@ class AppResources:
         app.state.session_factory = self.session_factory
         app.state.redis = self.redis
         app.state.provider_http = self.provider_http
+        attach_auth(app.state)
 
     async def close(self) -> None:
         if self.provider_http is not None:
@@ -88,11 +91,14 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
         version=__version__,
         description="Self-hosted, secure financial data aggregation API.",
         lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.redis_keys = RedisKeys(settings.REDIS_KEY_PREFIX)
     if resources is not None:
         resources.attach(app)
-    app.state.redis_keys = RedisKeys(settings.REDIS_KEY_PREFIX)
     app.state.access_tokens = AccessTokenVerifier(settings)
     install_error_handlers(app)
 
@@ -106,4 +112,5 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(users_router, prefix=API_PREFIX)
     install_providers(app, settings, API_PREFIX)
     app.include_router(accounts_router, prefix=API_PREFIX)
+    install_docs(app)
     return app

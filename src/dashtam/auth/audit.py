@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashtam.core.metrics import AUTH_EVENTS
 from dashtam.models.auth import AuthAuditLog
 
-USER_AGENT_MAX = 500
+# Enough for any real browser's; an attacker's 8 KB header is not kept whole forever.
+USER_AGENT_MAX = 200
 
 
 @dataclass(frozen=True)

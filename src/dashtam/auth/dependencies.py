@@ -1,27 +1,35 @@
-"""What every protected route uses: the signed-in user, and ownership checks.
+"""What every protected route uses: the signed-in user, their rate limit, and ownership checks.
 
-The authenticated path stays cheap: verify the JWT, then one Redis round trip that reads both
-the session's deny-list entry and the cached principal. The database is read only on a cache
-miss, or for both answers when Redis is unreachable.
+The authenticated path stays cheap: verify the JWT, then one Redis round trip (a Lua script)
+that reads the session's cached state and the cached principal and counts the request against
+the user's rate limit. PostgreSQL is the truth for both: it is read when either is missing from
+Redis (after a Redis restart, say), or for both when Redis is unreachable.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Protocol, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
 from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
 from dashtam.auth.principal import Principal, PrincipalCache
-from dashtam.auth.tokens import AccessClaims, DenyList, ExpiredTokenError, InvalidTokenError
+from dashtam.auth.ratelimit import GCRA_FUNCTION, Decision, Limit, RateLimiter, too_many
+from dashtam.auth.tokens import (
+    AccessClaims,
+    ExpiredTokenError,
+    InvalidTokenError,
+    SessionStates,
+)
 from dashtam.core.database import get_session
 from dashtam.core.errors import ProblemError
 from dashtam.models.auth import AuthSession
@@ -30,6 +38,19 @@ from dashtam.models.user import User
 logger = logging.getLogger(__name__)
 
 DbSession = Annotated[AsyncSession, Depends(get_session)]
+
+# KEYS: session state, principal, the user's rate-limit key. ARGV: limit (0: none), period (µs).
+AUTHENTICATE = (
+    GCRA_FUNCTION
+    + """
+local session = redis.call('GET', KEYS[1])
+local principal = redis.call('GET', KEYS[2])
+if ARGV[1] == '0' then return {session, principal} end
+local decision = gcra(KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {session, principal, decision[1], decision[2], decision[3], decision[4]}
+"""
+)
+SESSION_ENDED = "The session has ended; sign in again."
 
 
 def unauthorized(
@@ -46,6 +67,17 @@ class Authenticated:
     user: Principal
 
 
+def attach_auth(state: State) -> None:
+    """What authentication needs on `app.state`, once the app has its Redis client."""
+    limiter = RateLimiter(state.redis, state.redis_keys, state.settings)
+    state.rate_limiter = limiter
+    state.authenticate_script = state.redis.register_script(AUTHENTICATE)
+    rate = limiter.rates[Limit.AUTHENTICATED]
+    state.authenticate_args = [rate.requests, rate.period_us] if limiter.enabled else [0, 0]
+    state.session_states = SessionStates(state.redis, state.redis_keys, state.settings)
+    state.principals = PrincipalCache(state.redis, state.redis_keys)
+
+
 class _BearerScheme(SecurityBase):
     """The bearer-token security scheme of the OpenAPI docs, which also authenticates.
 
@@ -54,12 +86,15 @@ class _BearerScheme(SecurityBase):
     the hottest path in the API.
     """
 
+    rate_limit = Limit.AUTHENTICATED
+
     def __init__(self) -> None:
         self.model = HTTPBearerModel(description="The access token from /auth/login.")
         self.scheme_name = "HTTPBearer"
 
-    async def authenticate(self, request: Request) -> Authenticated:
-        """401 if the bearer token is missing, invalid, expired or revoked, or its user is gone."""
+    async def authenticate(self, request: Request, response: Response) -> Authenticated:
+        """401 if the bearer token is missing, invalid, expired or revoked, or its user is gone;
+        429 past the user's rate limit."""
         scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("Authentication required.", "not_authenticated", error=None)
@@ -76,65 +111,108 @@ class _BearerScheme(SecurityBase):
             raise unauthorized(
                 "The access token is not valid; sign in with POST /api/v1/auth/login."
             ) from None
-        return Authenticated(claims, await _principal(state, claims))
+        return Authenticated(claims, await _principal(state, claims, response))
 
 
 class _SignedInUser(_BearerScheme):
-    async def __call__(self, request: Request) -> Principal:
-        return (await self.authenticate(request)).user
+    async def __call__(self, request: Request, response: Response) -> Principal:
+        return (await self.authenticate(request, response)).user
 
 
 class _SignedInSession(_BearerScheme):
-    async def __call__(self, request: Request) -> Authenticated:
-        return await self.authenticate(request)
+    async def __call__(self, request: Request, response: Response) -> Authenticated:
+        return await self.authenticate(request, response)
 
 
-async def _principal(state: State, claims: AccessClaims) -> Principal:
-    deny_list = DenyList(state.redis, state.redis_keys, state.settings)
-    principals = PrincipalCache(state.redis, state.redis_keys)
+async def _principal(state: State, claims: AccessClaims, response: Response) -> Principal:
+    sessions: SessionStates = state.session_states
+    principals: PrincipalCache = state.principals
     try:
-        denied, cached = await state.redis.mget(
-            deny_list.key(claims.session_id), principals.key(claims.user_id)
+        reply = await state.authenticate_script(
+            keys=[
+                sessions.key(claims.session_id),
+                principals.key(claims.user_id),
+                state.rate_limiter.key(Limit.AUTHENTICATED, claims.user_id.hex),
+            ],
+            args=state.authenticate_args,
         )
     except RedisError:
         logger.warning("Redis unavailable; checking the session and user in the database")
-        user = await _read_principal(state.session_factory, claims, check_session=True)
+        user = await _read_principal(state, claims, check_session=True)
     else:
-        if denied is not None:
-            raise unauthorized("The session has ended; sign in again.")
-        user = principals.parse(cached)
-        if user is None:
-            user = await _read_principal(state.session_factory, claims, check_session=False)
-            if user is not None:
-                await _remember(principals, user)
+        cached_state, cached_user, *counted = reply
+        if counted:
+            limiter: RateLimiter = state.rate_limiter
+            decision = Decision.from_script(limiter.rates[Limit.AUTHENTICATED], counted)
+            if not decision.allowed:
+                raise too_many(Limit.AUTHENTICATED, decision)
+            response.headers.update(decision.headers())
+        if cached_state == SessionStates.REVOKED:
+            raise unauthorized(SESSION_ENDED)
+        user = principals.parse(cached_user)
+        if cached_state is None or user is None:
+            user = await _read_principal(state, claims, check_session=cached_state is None)
+            await _remember(state, claims, user, session_checked=cached_state is None)
     if user is None or not user.is_active:
         raise unauthorized("The account no longer exists.")
     return user
 
 
 async def _read_principal(
-    session_factory: async_sessionmaker[AsyncSession], claims: AccessClaims, *, check_session: bool
+    state: State, claims: AccessClaims, *, check_session: bool
 ) -> Principal | None:
-    async with session_factory() as session:
+    """PostgreSQL, the truth: a session that is revoked, gone or another user's has ended."""
+    async with state.session_factory() as session:
         if check_session:
             auth_session = await session.get(AuthSession, claims.session_id)
-            if auth_session is None or auth_session.revoked_at is not None:
-                raise unauthorized("The session has ended; sign in again.")
+            if (
+                auth_session is None
+                or auth_session.revoked_at is not None
+                or auth_session.user_id != claims.user_id
+            ):
+                await _remember_revoked(state.session_states, claims.session_id)
+                raise unauthorized(SESSION_ENDED)
         user = await session.get(User, claims.user_id)
         return None if user is None else Principal.model_validate(user)
 
 
-async def _remember(principals: PrincipalCache, user: Principal) -> None:
+async def _remember(
+    state: State, claims: AccessClaims, user: Principal | None, *, session_checked: bool
+) -> None:
     try:
-        await principals.remember(user)
+        if session_checked:
+            await state.session_states.remember_live(claims.session_id)
+        if user is not None:
+            await state.principals.remember(user)
     except RedisError:
-        logger.warning("could not cache the signed-in user; the next request reads it again")
+        logger.warning("could not cache the signed-in session; the next request reads it again")
+
+
+async def _remember_revoked(sessions: SessionStates, session_id: uuid.UUID) -> None:
+    try:
+        await sessions.revoke([session_id])
+    except RedisError:
+        logger.warning("could not cache an ended session; the next request reads it again")
 
 
 get_current_user = _SignedInUser()
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
 Authentication = Annotated[Authenticated, Depends(_SignedInSession())]
 """For routes that also need the access token's session, not only the user."""
+
+
+def user_rate_limited(limit: Limit) -> Callable[..., Awaitable[None]]:
+    """A route dependency counting a per-user `limit` (on top of the authenticated one)."""
+    assert limit.per_user, "anonymous limits are per client IP: use ratelimit.rate_limited"
+
+    async def enforce(request: Request, response: Response, auth: Authentication) -> None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        decision = await limiter.hit(limit, auth.claims.user_id.hex)
+        if decision is not None:
+            response.headers.update(decision.headers())
+
+    enforce.rate_limit = limit  # type: ignore[attr-defined]
+    return enforce
 
 
 class Owned(Protocol):

@@ -8,9 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
 
 from dashtam.auth.audit import RequestContext
-from dashtam.auth.dependencies import Authentication, CurrentUser, DbSession
+from dashtam.auth.dependencies import (
+    Authentication,
+    CurrentUser,
+    DbSession,
+    user_rate_limited,
+)
 from dashtam.auth.mailer import BackgroundMailer, Mailer, get_mailer
-from dashtam.auth.principal import PrincipalCache
 from dashtam.auth.ratelimit import Limit, Lockout, rate_limited
 from dashtam.auth.schemas import (
     LoginRequest,
@@ -28,7 +32,6 @@ from dashtam.auth.schemas import (
     VerifyEmailRequest,
 )
 from dashtam.auth.service import AuthService, MailLinks
-from dashtam.auth.tokens import DenyList
 from dashtam.core.config import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -41,8 +44,8 @@ async def get_auth_service(
     background: BackgroundTasks,
     mailer: Annotated[Mailer, Depends(get_mailer)],
 ) -> AuthService:
-    settings: Settings = request.app.state.settings
-    redis, keys = request.app.state.redis, request.app.state.redis_keys
+    state = request.app.state
+    settings: Settings = state.settings
     links = MailLinks(
         verify_email=settings.app_base_url + request.app.url_path_for("verify_email"),
         reset_password=settings.app_base_url + request.app.url_path_for("confirm_password_reset"),
@@ -50,9 +53,9 @@ async def get_auth_service(
     return AuthService(
         session,
         settings,
-        DenyList(redis, keys, settings),
-        PrincipalCache(redis, keys),
-        Lockout(redis, keys, settings),
+        state.session_states,
+        state.principals,
+        Lockout(state.redis, state.redis_keys, settings),
         BackgroundMailer(mailer, background),
         links,
         RequestContext.from_request(request),
@@ -99,7 +102,9 @@ async def revoke_session(session_id: uuid.UUID, user: CurrentUser, service: Serv
     await service.revoke_session(user, session_id)
 
 
-@router.post("/verify-email", name="verify_email")
+@router.post(
+    "/verify-email", name="verify_email", dependencies=[Depends(rate_limited(Limit.ANONYMOUS))]
+)
 async def verify_email(body: VerifyEmailRequest, service: Service) -> UserOut:
     return UserOut.model_validate(await service.verify_email(body.token))
 
@@ -150,7 +155,11 @@ async def update_me(body: UserUpdate, user: CurrentUser, service: Service) -> Us
     return UserOut.model_validate(await service.rename(user, body.name))
 
 
-@users_router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+@users_router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(user_rate_limited(Limit.PASSWORD_CHANGE))],
+)
 async def change_password(body: PasswordChange, auth: Authentication, service: Service) -> None:
     """Change the password; every other session ends."""
     await service.change_password(auth.user, auth.claims, body)

@@ -31,7 +31,7 @@ from dashtam.auth.schemas import (
 )
 from dashtam.auth.tokens import (
     AccessClaims,
-    DenyList,
+    SessionStates,
     hash_token,
     issue_access_token,
     new_opaque_token,
@@ -75,7 +75,7 @@ class AuthService:
         self,
         session: AsyncSession,
         settings: Settings,
-        deny_list: DenyList,
+        sessions: SessionStates,
         principals: PrincipalCache,
         lockout: Lockout,
         mailer: Mailer,
@@ -84,7 +84,7 @@ class AuthService:
     ) -> None:
         self.session = session
         self.settings = settings
-        self.deny_list = deny_list
+        self.sessions = sessions
         self.principals = principals
         self.lockout = lockout
         self.mailer = mailer
@@ -466,12 +466,13 @@ class AuthService:
         return list(result.scalars())
 
     async def _deny(self, session_ids: list[uuid.UUID]) -> None:
-        """After commit: their access tokens stop working before they expire."""
+        """After commit: their access tokens stop working at once. If Redis cannot take it, a
+        cached "live" state outlives the revocation by at most `SessionStates.LIVE_SECONDS`."""
         try:
-            await self.deny_list.deny(session_ids)
+            await self.sessions.revoke(session_ids)
         except RedisError:
             logger.warning(
-                "could not deny-list revoked sessions: their access tokens stay valid until expiry",
+                "could not cache revoked sessions: refused once their cached state expires",
                 extra={"sessions": [str(s) for s in session_ids]},
             )
 

@@ -98,8 +98,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class DenyList:
-    """Revoked sessions, remembered for as long as one of their access tokens can live."""
+class SessionStates:
+    """Each session's state, cached in Redis from PostgreSQL (`auth_sessions.revoked_at`, the
+    truth). "live" is kept briefly, so a revocation whose Redis write failed is seen everywhere
+    within that time; "revoked" for as long as one of the session's access tokens can live. A
+    miss (say, after Redis restarted empty) is read from the database again."""
+
+    LIVE = "live"
+    REVOKED = "revoked"
+    LIVE_SECONDS = 60
 
     def __init__(self, redis: Redis, keys: RedisKeys, settings: Settings) -> None:
         self._redis = redis
@@ -107,13 +114,17 @@ class DenyList:
         self._ttl = settings.ACCESS_TOKEN_TTL_SECONDS
 
     def key(self, session_id: uuid.UUID) -> str:
-        return self._keys("denied", "sid", session_id.hex)
+        return self._keys("session", session_id.hex)
 
-    async def deny(self, session_ids: list[uuid.UUID]) -> None:
+    async def revoke(self, session_ids: list[uuid.UUID]) -> None:
         """Raises RedisError; callers decide whether that may be ignored."""
         if not session_ids:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for session_id in session_ids:
-                pipe.set(self.key(session_id), "1", ex=self._ttl)
+                pipe.set(self.key(session_id), self.REVOKED, ex=self._ttl)
             await pipe.execute()
+
+    async def remember_live(self, session_id: uuid.UUID) -> None:
+        """Raises RedisError. Never over a revocation cached meanwhile (NX)."""
+        await self._redis.set(self.key(session_id), self.LIVE, ex=self.LIVE_SECONDS, nx=True)

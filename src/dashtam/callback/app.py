@@ -17,6 +17,7 @@ import httpx
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 
+from dashtam.auth.audit import RequestContext
 from dashtam.core.config import Settings, load_settings
 from dashtam.core.logging import configure_logging
 from dashtam.core.middleware import REQUEST_ID_HEADER, RequestIdMiddleware, trust_proxies
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "state": state,
                     "error": error,
                     "error_description": error_description,
+                    "client_ip": RequestContext.from_request(request).ip,
                 },
                 headers={
                     SECRET_HEADER: settings.CALLBACK_SHARED_SECRET,
@@ -125,11 +127,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ok=True,
             )
         logger.info("callback failed", extra={"outcome": "failure", "status": answer.status_code})
-        return page(
+        refusal = answer.status_code in (429, 503)  # rate limited, or limiting unavailable
+        response = page(
             "Connection failed",
             message or f"Dashtam could not complete the connection (HTTP {answer.status_code}).",
             ok=False,
-            status=400 if answer.status_code < 500 else 502,
+            status=answer.status_code if refusal else 400 if answer.status_code < 500 else 502,
         )
+        if refusal and "retry-after" in answer.headers:
+            response.headers["Retry-After"] = answer.headers["retry-after"]
+        return response
 
     return app

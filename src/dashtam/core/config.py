@@ -42,7 +42,8 @@ ENV_FILE_VARIABLE = "DASHTAM_ENV_FILE"
 DEFAULT_ENV_FILE = ENV_DIR / ".env.dev"
 CERT_DIR = STATE_ROOT / "certs"
 
-# "<requests>/<seconds>": at most that many requests per client IP in a sliding window.
+# "<requests>/<seconds>": a burst of that many requests, refilled evenly over that many seconds
+# (GCRA), per user on authenticated routes and per client IP on anonymous ones.
 RateLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")]
 # An ACL user name local mode writes into the Redis configuration as it is.
 RedisUser = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -129,6 +130,13 @@ class Settings(BaseSettings):
     RATE_LIMIT_PASSWORD_RESET: RateLimit = "5/3600"  # noqa: S105 - a rate, not a secret
     RATE_LIMIT_REFRESH: RateLimit = "30/60"
     RATE_LIMIT_VERIFY_EMAIL_RESEND: RateLimit = "5/3600"
+    # Every other route: per user when signed in, per client IP otherwise.
+    RATE_LIMIT_AUTHENTICATED: RateLimit = "600/60"
+    RATE_LIMIT_ANONYMOUS: RateLimit = "120/60"
+    # The OAuth callback (the browser's redirect and the callback server's hand-over).
+    RATE_LIMIT_OAUTH_CALLBACK: RateLimit = "20/600"
+    # Password checks of a signed-in user: changing it, deleting the account.
+    RATE_LIMIT_PASSWORD_CHANGE: RateLimit = "5/900"  # noqa: S105 - a rate, not a secret
     EMAIL_VERIFICATION_TOKEN_TTL_SECONDS: int = 24 * 3600
     PASSWORD_RESET_TOKEN_TTL_SECONDS: int = 15 * 60
     # Spent/expired tokens and ended sessions are deleted this long after they stopped mattering.

@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from dashtam import __version__
+from dashtam.auth.ratelimit import Limit, rate_limited
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -47,7 +48,12 @@ async def _check(probe: Awaitable[bool]) -> Status:
         return "unavailable"
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health}},
+    dependencies=[Depends(rate_limited(Limit.ANONYMOUS))],
+)
 async def health(request: Request, response: Response) -> Health:
     database, redis = await asyncio.gather(
         _check(_database_ok(request)),

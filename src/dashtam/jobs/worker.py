@@ -17,6 +17,7 @@ from arq import Retry, Worker, cron, func
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
+from redis.asyncio import Redis
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
@@ -29,10 +30,12 @@ from dashtam.auth.cleanup import sweep
 from dashtam.core.config import Settings
 from dashtam.core.database import create_engine, create_session_factory, database_lost
 from dashtam.core.metrics import SYNC_ROWS, SYNC_RUNS, watch_pool
+from dashtam.core.redis import RedisKeys, create_redis
 from dashtam.jobs.metrics import serve_metrics, timed_job
 from dashtam.jobs.queue import SERIALIZERS, SYNC_JOB, enqueue_sync, queue_name, redis_settings
 from dashtam.models.account import SyncRun
 from dashtam.models.base import utcnow
+from dashtam.providers.audit import AnonymousFailures
 from dashtam.providers.errors import reauthorize_hint
 
 logger = logging.getLogger("dashtam.jobs")
@@ -49,16 +52,19 @@ class WorkerDeps:
     settings: Settings
     engine: AsyncEngine
     clients: TraderClients
+    redis: Redis
 
     @classmethod
     def create(cls, settings: Settings) -> WorkerDeps:
         pool_size = settings.WORKER_MAX_JOBS + 2
         engine = create_engine(settings, pool_size=pool_size)
         watch_pool(engine, pool_size)
-        return cls(settings, engine, TraderClients.create(settings, create_session_factory(engine)))
+        clients = TraderClients.create(settings, create_session_factory(engine))
+        return cls(settings, engine, clients, create_redis(settings))
 
     async def close(self) -> None:
         await self.clients.aclose()
+        await self.redis.aclose()
         await self.engine.dispose()
 
 
@@ -217,6 +223,14 @@ async def sweep_expired_auth(ctx: dict[str, Any]) -> dict[str, int]:
     return (await sweep(deps.engine, deps.settings)).as_dict()
 
 
+async def write_anonymous_failures(ctx: dict[str, Any]) -> int:
+    """One audit row per source of each finished minute of refused anonymous callbacks."""
+    deps = _deps(ctx)
+    failures = AnonymousFailures(deps.redis, RedisKeys(deps.settings.REDIS_KEY_PREFIX))
+    async with deps.clients.session_factory() as session:
+        return await failures.flush(session)
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """arq Worker arguments; cron names carry the key prefix because arq derives job ids
     from them."""
@@ -240,6 +254,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             every_minute(recover_abandoned_runs, at_startup=True),
             every_minute(schedule_due_syncs),
             every_minute(refresh_expiring_tokens),
+            every_minute(write_anonymous_failures),
             cron(
                 timed_job(flag_expiring_logins),
                 name=prefix + "flag_expiring_logins",

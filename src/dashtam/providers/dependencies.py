@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from dashtam.auth.audit import RequestContext
 from dashtam.auth.dependencies import CurrentUser, DbSession
+from dashtam.auth.ratelimit import Limit, get_rate_limiter
 from dashtam.core.config import Settings
 from dashtam.core.crypto import TokenCipher
 from dashtam.providers.flow import OAuthRedis, reject_forged_callback
@@ -67,13 +68,21 @@ async def get_owned_instance(
 
 
 async def require_callback_secret(
-    request: Request, session: DbSession, context: Annotated[RequestContext, Depends(get_context)]
+    request: Request,
+    context: Annotated[RequestContext, Depends(get_context)],
+    store: Annotated[OAuthRedis, Depends(get_oauth_redis)],
 ) -> None:
-    """Constant-time comparison; an unset secret accepts nothing; a failure is audited."""
+    """Constant-time comparison; an unset secret accepts nothing. A caller without the secret
+    is rate limited by its own address and counted (not written row by row) in the audit."""
     expected = get_settings(request).CALLBACK_SHARED_SECRET.encode()
     given = request.headers.get(CALLBACK_SECRET_HEADER, "").encode()
     if not (expected and hmac.compare_digest(given, expected)):
-        raise await reject_forged_callback(session, context)
+        await get_rate_limiter(request).hit(Limit.OAUTH_CALLBACK, context.ip or "unknown")
+        raise await reject_forged_callback(store, context)
+
+
+# The hand-over itself is limited per browser address, in the route (it needs the body).
+require_callback_secret.rate_limit = Limit.OAUTH_CALLBACK  # type: ignore[attr-defined]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -27,7 +27,7 @@ from dashtam.core.redis import RedisKeys
 from dashtam.models.base import utcnow
 from dashtam.models.provider import ConnectionStatus, Provider, ProviderConnection, ProviderToken
 from dashtam.providers import audit
-from dashtam.providers.audit import AuditAction, AuditOutcome
+from dashtam.providers.audit import AnonymousFailures, AuditAction, AuditOutcome
 from dashtam.providers.errors import CallbackFailed, ProviderNotFound
 from dashtam.providers.oauth import ProviderCall, ProviderOAuthError, exchange_code, pkce_pair
 from dashtam.providers.registry import ProviderSpec, require_spec
@@ -61,6 +61,10 @@ class OAuthRedis:
 
     def latest_key(self, connection_id: uuid.UUID) -> str:
         return self.keys("oauth", "latest", str(connection_id))
+
+    @property
+    def failures(self) -> AnonymousFailures:
+        return AnonymousFailures(self.redis, self.keys)
 
 
 def _digest(state: str) -> str:
@@ -121,15 +125,12 @@ async def _consume_state(
     if raw is None:
         replayed_for = await store.redis.get(store.used_key(digest))
         reason = "state_replayed" if replayed_for else "state_unknown"
-        audit.record(
-            session,
+        await store.failures.count(
             context,
             AuditAction.CALLBACK_RECEIVED,
-            AuditOutcome.DENIED,
+            reason,
             provider_id=uuid.UUID(replayed_for) if replayed_for else None,
-            reason=reason,
         )
-        await session.commit()
         raise CallbackFailed(400, reason, STATE_REPLAYED if replayed_for else STATE_INVALID)
     data = json.loads(raw)
     pending = PendingAuthorization(
@@ -303,12 +304,9 @@ async def complete_callback(
     return provider, connection
 
 
-async def reject_forged_callback(session: AsyncSession, context: RequestContext) -> CallbackFailed:
-    """Audit a call to the internal endpoint without the shared secret (never its value)."""
-    audit.record(
-        session, context, AuditAction.CALLBACK_REJECTED, AuditOutcome.DENIED, reason="bad_secret"
-    )
-    await session.commit()
+async def reject_forged_callback(store: OAuthRedis, context: RequestContext) -> CallbackFailed:
+    """Count a call to the internal endpoint without the shared secret (never its value)."""
+    await store.failures.count(context, AuditAction.CALLBACK_REJECTED, "bad_secret")
     return CallbackFailed(
         401, "callback_secret_invalid", "This endpoint is for Dashtam's callback server only."
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
 
 from dashtam.auth.dependencies import CurrentUser, DbSession, get_current_user
+from dashtam.auth.ratelimit import Limit, RateLimiter, get_rate_limiter
 from dashtam.core.config import Settings
 from dashtam.core.crypto import TokenCipher
 from dashtam.providers import audit, flow, service
@@ -160,10 +162,17 @@ async def oauth_callback(
     http: HttpClient,
     cipher: Cipher,
     context: Context,
+    limiter: Annotated[RateLimiter, Depends(get_rate_limiter)],
 ) -> CallbackResult:
-    """Called by the callback server only (shared secret); answers with what to show."""
+    """Called by the callback server only (shared secret); answers with what to show.
+
+    The callback server names the browser it serves, so the rate limit and the audit trail
+    see that address rather than the callback server's own.
+    """
+    browser = replace(context, ip=str(body.client_ip)) if body.client_ip else context
+    await limiter.hit(Limit.OAUTH_CALLBACK, browser.ip or "unknown")
     provider, connection = await flow.complete_callback(
-        session, store, http, cipher, settings, body, context
+        session, store, http, cipher, settings, body, browser
     )
     return CallbackResult(
         status=connection.status,

@@ -6,7 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    StringConstraints,
+)
 
 # asyncpg hands INET values back as ipaddress objects.
 IpText = Annotated[str | None, BeforeValidator(lambda value: None if value is None else str(value))]
@@ -67,6 +74,8 @@ class CallbackPayload(BaseModel):
     code: Annotated[str, StringConstraints(max_length=2048)] | None = None
     error: Annotated[str, StringConstraints(max_length=200)] | None = None
     error_description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    # The browser's address as the callback server saw it: the rate limit and audit use it.
+    client_ip: IPvAnyAddress | None = None
 
 
 class CallbackResult(BaseModel):

@@ -1,18 +1,26 @@
-"""Rate limits: an atomic sliding window in Redis, 429 with headers, keys in the app's namespace."""
+"""Rate limits: GCRA in Redis, atomic; 429 with RateLimit-* and Retry-After; keys in the app's
+namespace; per client IP on anonymous routes, per user on authenticated ones."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
 from redis.asyncio import Redis
-from tests.support.auth import API, DEFAULT_PASSWORD, login, register, unique_email
+from tests.support.auth import (
+    API,
+    DEFAULT_PASSWORD,
+    login,
+    register,
+    signup_and_login,
+    unique_email,
+)
 from tests.test_config import TestSettings
 
-from dashtam.auth.ratelimit import Limit, Rate, hit
+from dashtam.auth.ratelimit import Limit, Rate, RateLimiter
 from dashtam.core.config import EXAMPLE_ENV_DIR, load_settings
+from dashtam.core.errors import ProblemError
 from dashtam.core.redis import RedisKeys
 
 
@@ -25,17 +33,23 @@ def app_settings(app_settings: TestSettings) -> TestSettings:
             "RATE_LIMIT_PASSWORD_RESET": "2/60",
             "RATE_LIMIT_REFRESH": "2/60",
             "RATE_LIMIT_VERIFY_EMAIL_RESEND": "2/60",
+            "RATE_LIMIT_AUTHENTICATED": "4/60",
+            "RATE_LIMIT_ANONYMOUS": "3/60",
         }
     )
 
 
-def _assert_limited(response: httpx.Response, limit: int) -> None:
+def _assert_limited(response: httpx.Response, limit: int, window: int = 60) -> None:
     assert response.status_code == 429
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.headers["x-ratelimit-limit"] == str(limit)
-    assert response.headers["x-ratelimit-remaining"] == "0"
-    assert 0 < int(response.headers["retry-after"]) <= 60
-    assert response.headers["x-ratelimit-reset"] == response.headers["retry-after"]
+    assert response.headers["ratelimit-limit"] == str(limit)
+    assert response.headers["ratelimit-remaining"] == "0"
+    assert response.headers["ratelimit-policy"] == f"{limit};w={window}"
+    retry_after = int(response.headers["retry-after"])
+    # The next request is allowed once one request's share of the window has passed; the
+    # whole burst is back after at most the window.
+    assert 0 < retry_after <= -(-window // limit)
+    assert retry_after <= int(response.headers["ratelimit-reset"]) <= window
     assert response.json()["setting"] in response.json()["detail"]
 
 
@@ -47,7 +61,7 @@ async def test_login_is_limited_with_headers(
     body = {"email": email, "password": DEFAULT_PASSWORD}
     responses = [await client.post(f"{API}/auth/login", json=body) for _ in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
-    assert [r.headers["x-ratelimit-remaining"] for r in responses[:3]] == ["2", "1", "0"]
+    assert [r.headers["ratelimit-remaining"] for r in responses[:3]] == ["2", "1", "0"]
     _assert_limited(responses[3], 3)
     assert await redis.exists(redis_keys("ratelimit", "login", "127.0.0.1")) == 1
 
@@ -136,15 +150,69 @@ async def test_refresh_is_limited(client: httpx.AsyncClient) -> None:
     _assert_limited(await client.post(f"{API}/auth/refresh", json={"refresh_token": token}), 2)
 
 
-async def test_window_is_atomic_under_concurrency(redis: Redis, redis_keys: RedisKeys) -> None:
-    key = redis_keys("ratelimit", "concurrency", uuid.uuid4().hex)
-    decisions = await asyncio.gather(*(hit(redis, key, Rate(5, 60)) for _ in range(40)))
-    allowed = [d.remaining for d in decisions if d and d.allowed]
-    assert sorted(allowed) == [0, 1, 2, 3, 4]
-    assert all(d is not None for d in decisions)
+def _limiter(redis: Redis, redis_keys: RedisKeys, settings: TestSettings, rate: str) -> RateLimiter:
+    return RateLimiter(redis, redis_keys, settings.model_copy(update={"RATE_LIMIT_LOGIN": rate}))
 
 
-async def test_separate_keys_have_separate_windows(redis: Redis, redis_keys: RedisKeys) -> None:
-    rate = Rate(1, 60)
-    decisions = [await hit(redis, redis_keys("ratelimit", name), rate) for name in ("a", "b", "a")]
-    assert [d.allowed if d else None for d in decisions] == [True, True, False]
+async def test_counting_is_atomic_under_concurrency(
+    redis: Redis, redis_keys: RedisKeys, app_settings: TestSettings
+) -> None:
+    limiter = _limiter(redis, redis_keys, app_settings, "5/60")
+    outcomes = await asyncio.gather(
+        *(limiter.hit(Limit.LOGIN, "concurrent") for _ in range(40)), return_exceptions=True
+    )
+    allowed = sorted(o.remaining for o in outcomes if not isinstance(o, BaseException) and o)
+    assert allowed == [0, 1, 2, 3, 4]
+    refused = [o for o in outcomes if isinstance(o, ProblemError)]
+    assert len(refused) == 35
+    assert {o.status for o in refused} == {429}
+
+
+async def test_separate_subjects_have_separate_limits(
+    redis: Redis, redis_keys: RedisKeys, app_settings: TestSettings
+) -> None:
+    limiter = _limiter(redis, redis_keys, app_settings, "1/60")
+    assert await limiter.hit(Limit.LOGIN, "a")
+    assert await limiter.hit(Limit.LOGIN, "b")
+    with pytest.raises(ProblemError):
+        await limiter.hit(Limit.LOGIN, "a")
+
+
+async def test_a_burst_refills_evenly_over_the_window(
+    redis: Redis, redis_keys: RedisKeys, app_settings: TestSettings
+) -> None:
+    """GCRA: after a full burst, one request's share of the window later there is room for
+    exactly one more (simulated by moving the stored arrival time back, not by sleeping)."""
+    limiter = _limiter(redis, redis_keys, app_settings, "4/60")
+    for _ in range(4):
+        assert await limiter.hit(Limit.LOGIN, "refill")
+    key = limiter.key(Limit.LOGIN, "refill")
+    await redis.decrby(key, 15_000_000)  # 15 s pass: a quarter of the window, one request
+    assert await limiter.hit(Limit.LOGIN, "refill")
+    with pytest.raises(ProblemError):
+        await limiter.hit(Limit.LOGIN, "refill")
+
+
+async def test_authenticated_routes_are_limited_per_user_not_per_address(
+    client: httpx.AsyncClient, redis: Redis, redis_keys: RedisKeys
+) -> None:
+    alice, bob = await signup_and_login(client), await signup_and_login(client)
+    responses = [await client.get(f"{API}/users/me", headers=alice) for _ in range(5)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 429]
+    assert [r.headers["ratelimit-remaining"] for r in responses[:4]] == ["3", "2", "1", "0"]
+    _assert_limited(responses[4], 4)
+    assert "for this account" in responses[4].json()["detail"]
+    assert responses[4].json()["setting"] == "RATE_LIMIT_AUTHENTICATED"
+    # Bob shares Alice's address (127.0.0.1) but not her limit.
+    assert (await client.get(f"{API}/users/me", headers=bob)).status_code == 200
+    assert await redis.exists(redis_keys("ratelimit", "authenticated", "127.0.0.1")) == 0
+
+
+async def test_anonymous_routes_without_a_limit_of_their_own_share_one_per_address(
+    client: httpx.AsyncClient,
+) -> None:
+    responses = [await client.get("/health") for _ in range(3)]
+    responses.append(await client.post(f"{API}/auth/verify-email", json={"token": "x" * 43}))
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    _assert_limited(responses[3], 3)
+    assert responses[3].json()["setting"] == "RATE_LIMIT_ANONYMOUS"

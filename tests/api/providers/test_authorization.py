@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from redis.asyncio import Redis
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from tests.support.auth import signup_and_login
 from tests.support.providers import API, ProviderFlow, consent, token_row
 
+from dashtam.core.redis import RedisKeys
 from dashtam.models import ProviderAuditLog, ProviderConnection
+from dashtam.providers.audit import AnonymousFailures
 from dashtam.sandbox.app import SandboxState
 
 
@@ -97,7 +100,13 @@ async def test_consent_denied_is_recorded_and_explained(
     assert "Allow" in status["last_error"]
 
 
-async def test_state_is_single_use(flow: ProviderFlow, headers: dict[str, str]) -> None:
+async def test_state_is_single_use(
+    flow: ProviderFlow,
+    headers: dict[str, str],
+    session: AsyncSession,
+    redis: Redis,
+    redis_keys: RedisKeys,
+) -> None:
     provider_id = await flow.create(headers)
     params = await consent(flow.sandbox, await flow.start(headers, provider_id))
     assert (await flow.callback(params)).status_code == 200
@@ -106,6 +115,9 @@ async def test_state_is_single_use(flow: ProviderFlow, headers: dict[str, str]) 
     assert replay.json()["type"].endswith("state_replayed")
     assert "already used" in replay.json()["detail"]
     assert "expired or is not known" not in replay.json()["detail"]
+    # Replays are anonymous: counted, and written as the source's row of the minute.
+    assert (await flow.audit_actions(headers, provider_id))[0] == "token_exchanged"
+    await AnonymousFailures(redis, redis_keys).flush(session, now=time.time() + 60)
     assert (await flow.audit_actions(headers, provider_id))[0] == "callback_received"
 
 
@@ -214,17 +226,22 @@ async def test_provider_server_error_on_exchange(
 
 
 async def test_forged_callback_is_refused_and_audited(
-    flow: ProviderFlow, headers: dict[str, str], session: AsyncSession
+    flow: ProviderFlow,
+    headers: dict[str, str],
+    session: AsyncSession,
+    redis: Redis,
+    redis_keys: RedisKeys,
 ) -> None:
     provider_id = await flow.create(headers)
     params = await consent(flow.sandbox, await flow.start(headers, provider_id))
     for secret in ("", "not-the-secret"):
         response = await flow.callback(params, secret=secret)
         assert response.status_code == 401
+    await AnonymousFailures(redis, redis_keys).flush(session, now=time.time() + 60)
     rejected = await session.scalar(
-        text("SELECT count(*) FROM provider_audit_logs WHERE action = 'callback_rejected'")
+        text("SELECT details->>'count' FROM provider_audit_logs WHERE action = 'callback_rejected'")
     )
-    assert rejected == 2
+    assert rejected == "2"  # one row for the source, with the count
     # The state was not consumed by the forged calls: the real callback still works.
     assert (await flow.callback(params)).json()["status"] == "active"
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from tests.test_config import TestSettings
@@ -188,11 +189,12 @@ async def committed(engine: AsyncEngine) -> AsyncIterator[Rows]:
 
 
 async def test_hourly_worker_job_sweeps_committed_rows(
-    engine: AsyncEngine, sweep_settings: TestSettings, committed: Rows
+    engine: AsyncEngine, sweep_settings: TestSettings, committed: Rows, redis: Redis
 ) -> None:
     async with httpx.AsyncClient() as http:
         clients = TraderClients(sweep_settings, create_session_factory(engine), http)
-        counts = await sweep_expired_auth({"deps": WorkerDeps(sweep_settings, engine, clients)})
+        deps = WorkerDeps(sweep_settings, engine, clients, redis)
+        counts = await sweep_expired_auth({"deps": deps})
     assert counts == {"refresh_tokens": 4, "email_tokens": 2, "auth_sessions": 2}
     async with engine.connect() as connection:
         await _assert_swept(connection, committed)

@@ -28,18 +28,45 @@ def test_malformed_rate_settings_stop_start_up(spec: str) -> None:
 
 
 def test_allowed_decision_has_no_retry_after() -> None:
-    headers = Decision(allowed=True, limit=5, remaining=4, reset_seconds=60).headers()
-    assert headers == {
-        "X-RateLimit-Limit": "5",
-        "X-RateLimit-Remaining": "4",
-        "X-RateLimit-Reset": "60",
+    decision = Decision.from_script(Rate(5, 60), [1, 4, 0, 12_000_000])
+    assert decision.headers() == {
+        "RateLimit-Limit": "5",
+        "RateLimit-Remaining": "4",
+        "RateLimit-Reset": "12",
+        "RateLimit-Policy": "5;w=60",
     }
 
 
-def test_refused_decision_says_when_to_retry() -> None:
-    headers = Decision(allowed=False, limit=5, remaining=0, reset_seconds=42).headers()
-    assert headers["Retry-After"] == "42"
-    assert headers["X-RateLimit-Remaining"] == "0"
+def test_refused_decision_says_when_to_retry_in_whole_seconds() -> None:
+    headers = Decision.from_script(Rate(5, 60), [0, 0, 11_000_001, 59_000_001]).headers()
+    assert headers["Retry-After"] == "12"
+    assert headers["RateLimit-Reset"] == "60"
+    assert headers["RateLimit-Remaining"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("limit", "fails_closed"),
+    [
+        (Limit.AUTHENTICATED, False),
+        (Limit.ANONYMOUS, False),
+        (Limit.LOGIN, False),
+        (Limit.REFRESH, False),
+        (Limit.REGISTER, True),
+        (Limit.PASSWORD_RESET, True),
+        (Limit.VERIFY_EMAIL_RESEND, True),
+        (Limit.OAUTH_CALLBACK, True),
+        (Limit.PASSWORD_CHANGE, True),
+    ],
+)
+def test_each_route_class_decides_what_a_redis_outage_means(
+    limit: Limit, fails_closed: bool
+) -> None:
+    assert limit.fails_closed is fails_closed
+
+
+def test_every_limit_has_a_setting() -> None:
+    settings = get_test_settings()
+    assert all(Rate.for_limit(settings, limit).requests > 0 for limit in Limit)
 
 
 @dataclass
