@@ -171,7 +171,13 @@ def run() -> dict[str, float]:
         ENV_FILE_VARIABLE: str(TEST_ENV_FILE),
         "DATABASE_URL": url.render_as_string(hide_password=False),
         "REDIS_KEY_PREFIX": prefix,
-        "RATE_LIMITS_ENABLED": "false",
+        # Limits on, as in production, but high enough never to refuse: the authenticated
+        # endpoint pays for counting every request, the bare one (no route limit) does not.
+        "RATE_LIMITS_ENABLED": "true",
+        "RATE_LIMIT_AUTHENTICATED": "10000000/60",
+        "RATE_LIMIT_ANONYMOUS": "100000/60",
+        "RATE_LIMIT_LOGIN": "1000/60",
+        "RATE_LIMIT_REGISTER": "1000/60",
         **defaults,
     }
     port = free_port()

@@ -40,7 +40,7 @@ GCRA_FUNCTION = """
 local function gcra(key, limit, period)
   local clock = redis.call('TIME')
   local now = clock[1] * 1000000 + clock[2]
-  local interval = math.floor(period / limit)
+  local interval = math.max(1, math.floor(period / limit))
   local tat = tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
   local after = tat + interval
@@ -133,7 +133,8 @@ class Rate:
 
     @property
     def interval_us(self) -> int:
-        return self.period_us // self.requests
+        """As the script computes it: at least 1 µs, so any limit above 1,000,000/s is that."""
+        return max(1, self.period_us // self.requests)
 
 
 def _seconds(microseconds: int) -> int:
