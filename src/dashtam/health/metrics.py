@@ -10,12 +10,13 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dashtam.auth.ratelimit import Limit, rate_limited
 from dashtam.core.errors import ProblemError
 from dashtam.core.metrics import gauge_family, render, token_allows
 from dashtam.models.base import utcnow
@@ -72,7 +73,7 @@ async def connection_families(sessions: async_sessionmaker[AsyncSession]) -> lis
         return []
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(rate_limited(Limit.ANONYMOUS))])
 async def metrics(request: Request) -> Response:
     token = request.app.state.settings.METRICS_TOKEN
     if not token_allows(token, request.headers.get("authorization")):
