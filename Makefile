@@ -14,7 +14,7 @@ CONFIRM ?=
 export DASHTAM_TEST_WORKERS := $(WORKERS)
 
 .PHONY: help setup certs install up down restart logs status clean migrate migration \
-	keys-rotate verify auth-sweep db-shell redis-cli test-setup test-up test-down test-status test-logs \
+	keys-rotate verify backup restore auth-sweep db-shell redis-cli test-setup test-up test-down test-status test-logs \
 	test-db-shell test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint \
 	format typecheck ci bench monitor monitor-down
 
@@ -72,6 +72,13 @@ keys-rotate: install ## Re-encrypt all provider tokens under the first TOKEN_ENC
 
 verify: install ## Compare the store with the provider, window by window (PROVIDER=id; ENV=test too)
 	$(DASHTAM) verify --env $(ENV) $(if $(PROVIDER),--provider $(PROVIDER),)
+
+backup: install ## Back up the dev database to backups/ (ENV=test too; KEYS=1 puts the token keys in)
+	$(DASHTAM) backup --env $(ENV) $(if $(KEYS),--include-keys,)
+
+restore: install ## Restore FILE=backups/….tar into the empty dev database (ENV=test too)
+	@test -n "$(FILE)" || { echo 'usage: make restore FILE=backups/dashtam-dev-….tar'; exit 2; }
+	$(DASHTAM) restore "$(FILE)" --env $(ENV)
 
 auth-sweep: install ## Delete expired/spent auth tokens and long-ended sessions now (ENV=test too)
 	$(DASHTAM) auth sweep --env $(ENV)

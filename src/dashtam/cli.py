@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
@@ -263,6 +264,65 @@ def verify(
         verify_command(settings, provider_id, all_windows, Console(highlight=False))
     ):
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def backup(
+    env: EnvOption = EnvName.dev,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="A file, or a folder for a timestamped one."),
+    ] = None,
+    include_keys: Annotated[
+        bool,
+        typer.Option(
+            "--include-keys",
+            help="Also put the token keys the stored tokens need in the file (then keep it as "
+            "safe as the env file).",
+        ),
+    ] = False,
+) -> None:
+    """Back up an environment's database: pg_dump (custom format) and a manifest of the token
+    key ids it needs, in one tar file (default folder: backups/). No keys unless asked."""
+    from dashtam.backups import backup as make_backup
+
+    summary = asyncio.run(
+        make_backup(_profile(env).settings(), env.value, output, include_keys=include_keys)
+    )
+    size = summary.path.stat().st_size
+    console.print(
+        f"wrote {summary.path} ({size:,} bytes): {len(summary.tables)} tables, "
+        f"{summary.rows:,} row(s), migration {summary.migration}"
+    )
+    keys = ", ".join(summary.key_ids) or "none"
+    where = (
+        "included: keep this file as safe as the env file"
+        if include_keys
+        else "not included; restore needs them in TOKEN_ENCRYPTION_KEYS"
+    )
+    console.print(f"  token key ids: {keys} (keys {where})")
+
+
+@app.command()
+@user_errors
+def restore(
+    file: Annotated[Path, typer.Argument(help="A file made by `dashtam backup`.")],
+    env: EnvOption = EnvName.dev,
+) -> None:
+    """Restore a backup into an environment's empty database (one that is not empty is
+    refused), migrate it to head, and check every row count and token."""
+    from dashtam.backups import restore as restore_backup
+    from dashtam.devenv.manager import EnvironmentManager
+
+    manager = EnvironmentManager(_profile(env))
+    manager.start_services()  # not migrating: the database must stay empty until restored
+    summary, tokens = asyncio.run(restore_backup(manager.settings, file))
+    console.print(
+        f"restored {summary.path} into {manager.settings.database_name!r}: "
+        f"{len(summary.tables)} tables, {summary.rows:,} row(s) (all counts match), "
+        f"{tokens} provider token row(s) decrypt"
+    )
 
 
 @app.command("test-prepare")

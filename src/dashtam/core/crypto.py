@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -81,8 +82,7 @@ class TokenCipher:
         return f"{FORMAT_VERSION}:{self.current_key_id}:{payload}"
 
     def decrypt(self, stored: str, *, binding: str) -> str:
-        version, _, rest = stored.partition(":")
-        key_id, _, payload = rest.partition(":")
+        version, key_id, payload = _parts(stored)
         aead = self.keys.get(key_id)
         if version != FORMAT_VERSION or aead is None:
             raise DecryptionError(f"Unknown format or key id {key_id!r}.")
@@ -91,6 +91,23 @@ class TokenCipher:
             return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], binding.encode()).decode()
         except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError) as exc:
             raise DecryptionError("Ciphertext does not authenticate for this binding.") from exc
+
+
+def _parts(stored: str) -> tuple[str, str, str]:
+    """A stored value is `<format>:<key id>:<base64 nonce+ciphertext>`."""
+    version, _, rest = stored.partition(":")
+    key_id, _, payload = rest.partition(":")
+    return version, key_id, payload
+
+
+def stored_key_id(stored: str) -> str:
+    """The id of the key a stored value needs (what a backup's manifest lists)."""
+    return _parts(stored)[1]
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Tells two keys apart without revealing either (SHA-256 of a 256-bit random key)."""
+    return hashlib.sha256(b"dashtam token key\0" + key).hexdigest()
 
 
 def token_binding(connection_id: object, field: str) -> str:
