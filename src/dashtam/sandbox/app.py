@@ -1,6 +1,7 @@
 """The sandbox ASGI app: thin routes over per-app state (``app.state.sandbox``)."""
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
@@ -10,17 +11,24 @@ from starlette.datastructures import FormData
 
 from dashtam.sandbox import trader
 from dashtam.sandbox.config import SandboxConfig
-from dashtam.sandbox.data import Account, SandboxData, Transaction
+from dashtam.sandbox.data import Account, SandboxData, Transaction, TransactionBook
 from dashtam.sandbox.errors import SandboxError, trader_error
 from dashtam.sandbox.faults import FAULT_HEADER, FaultInjector, Target, parse_fault
 from dashtam.sandbox.oauth import AuthorizeRejected, AuthorizeRequest, OAuthServer
 from dashtam.sandbox.pages import consent_page, error_page
+from dashtam.sandbox.persistence import StateFile
 from dashtam.sandbox.stats import Stats
+
+TransactionChange = Literal["post", "remove"]
 
 
 @dataclass
 class SandboxState:
-    """Everything mutable about one sandbox, so two apps in one process never interfere."""
+    """Everything mutable about one sandbox, so two apps in one process never interfere.
+
+    With ``config.state_file`` set (dev), what a restart must not forget is saved there after
+    every change and read back at start (``persistence``); otherwise it lives in memory only.
+    """
 
     config: SandboxConfig
     stats: Stats = field(default_factory=Stats)
@@ -28,11 +36,78 @@ class SandboxState:
     rendered: trader.RenderedTransactions = field(default_factory=trader.RenderedTransactions)
     oauth: OAuthServer = field(init=False)
     faults: FaultInjector = field(init=False)
+    # Posts and removals made through the controls, in order, replayed onto regenerated data.
+    changes: list[tuple[str, int, TransactionChange]] = field(default_factory=list)
+    store: StateFile = field(init=False)
+    _replayed: set[str] = field(default_factory=set)  # accounts whose changes were replayed
 
     def __post_init__(self) -> None:
-        self.data = SandboxData(self.config)
-        self.oauth = OAuthServer(self.config, self.stats)
-        self.faults = FaultInjector(self.config, self.stats)
+        self.store = StateFile(self.config.state_file)
+        saved = self.store.load()
+        self.data = SandboxData(self._data_config(saved.get("data", {})))
+        if saved.get("data") == self._data_identity():
+            self.changes = [(a, int(i), c) for a, i, c in saved.get("transactions", [])]
+        self.oauth = OAuthServer(self.config, self.stats, on_change=self.save)
+        self.oauth.restore(saved.get("oauth", {}))
+        self.faults = FaultInjector(self.config, self.stats, on_change=self.save)
+        self.faults.restore(saved.get("faults", {}))
+
+    def _data_identity(self) -> dict[str, Any]:
+        """What makes the synthetic data what it is; saved changes apply only to the same."""
+        config = self.data.config
+        return {
+            "seed": config.seed,
+            "accounts": config.accounts,
+            "transactions_per_account": config.transactions_per_account,
+            "pending_per_account": config.pending_per_account,
+            "history_days": config.history_days,
+            "reference_date": self.data.reference.date().isoformat(),
+        }
+
+    def _data_config(self, saved: dict[str, Any]) -> SandboxConfig:
+        """A restart on another day keeps the reference date the data was first made for."""
+        if self.config.reference_date is not None or "reference_date" not in saved:
+            return self.config
+        same = {key: value for key, value in saved.items() if key != "reference_date"}
+        if same != {key: getattr(self.config, key) for key in same}:
+            return self.config
+        return self.config.model_copy(
+            update={"reference_date": date.fromisoformat(saved["reference_date"])}
+        )
+
+    def book(self, account: Account) -> TransactionBook:
+        """An account's transactions, with the posts and removals made before a restart."""
+        book = self.data.transactions(account)
+        if account.hash_value not in self._replayed:
+            self._replayed.add(account.hash_value)
+            for account_hash, activity_id, change in self.changes:
+                if account_hash == account.hash_value and book.get(activity_id) is not None:
+                    _apply(book, activity_id, change)
+        return book
+
+    def change_transaction(
+        self, account: Account, activity_id: int, change: TransactionChange
+    ) -> Transaction:
+        tx = _apply(self.book(account), activity_id, change)
+        self.changes.append((account.hash_value, activity_id, change))
+        self.save()
+        return tx
+
+    def save(self) -> None:
+        if self.store.path is None:
+            return
+        self.store.save(
+            {
+                "data": self._data_identity(),
+                "oauth": self.oauth.snapshot(),
+                "transactions": self.changes,
+                "faults": self.faults.scheduled(),
+            }
+        )
+
+
+def _apply(book: TransactionBook, activity_id: int, change: TransactionChange) -> Transaction:
+    return book.post(activity_id) if change == "post" else book.remove(activity_id)
 
 
 def get_state(request: Request) -> SandboxState:
@@ -137,7 +212,7 @@ async def transactions(
 ) -> Response:
     window = trader.parse_window(start_date, end_date)
     wanted = trader.parse_types(types)
-    book = state.data.transactions(account)
+    book = state.book(account)
     found = trader.find_transactions(book, window, wanted, symbol)
     return Response(state.rendered.page(found, account.number), media_type="application/json")
 
@@ -153,7 +228,7 @@ async def user_preference(state: State) -> trader.JSON:
 
 
 def _transaction(state: SandboxState, account: Account, activity_id: int) -> Transaction:
-    tx = state.data.transactions(account).get(activity_id)
+    tx = state.book(account).get(activity_id)
     if tx is None:
         raise trader_error(404, "Not Found", f"No transaction {activity_id}.")
     return tx
@@ -191,6 +266,12 @@ async def schedule_fault(body: FaultRequest, state: State) -> dict[str, Any]:
     return body.model_dump()
 
 
+@control_router.get("/faults")
+async def scheduled_faults(state: State) -> dict[Target, list[str]]:
+    """The faults still to come, per target, in the order they will be used."""
+    return state.faults.scheduled()
+
+
 @control_router.delete("/faults")
 async def clear_faults(state: State) -> dict[str, str]:
     state.faults.clear()
@@ -213,22 +294,21 @@ async def sandbox_accounts(state: State) -> list[dict[str, Any]]:
         {
             "accountNumber": a.number,
             "hashValue": a.hash_value,
-            "pending": [tx.activity_id for tx in state.data.transactions(a).pending()],
+            "pending": [tx.activity_id for tx in state.book(a).pending()],
         }
         for a in state.data.accounts
     ]
 
 
 def _change_transaction(
-    state: SandboxState, account_hash: str, activity_id: int, change: Literal["post", "remove"]
+    state: SandboxState, account_hash: str, activity_id: int, change: TransactionChange
 ) -> trader.JSON:
     account = state.data.account(account_hash)
     if account is None:
         raise trader_error(404, "Not Found", "Unknown account hash.")
-    book = state.data.transactions(account)
-    if book.get(activity_id) is None:
+    if state.book(account).get(activity_id) is None:
         raise trader_error(404, "Not Found", f"No transaction {activity_id}.")
-    tx = book.post(activity_id) if change == "post" else book.remove(activity_id)
+    tx = state.change_transaction(account, activity_id, change)
     return trader.transaction_json(tx, account.number)
 
 

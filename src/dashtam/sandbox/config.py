@@ -1,6 +1,7 @@
 """Settings for the Schwab-compatible sandbox (environment prefix ``SANDBOX_``)."""
 
 from datetime import date
+from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +28,10 @@ class SandboxConfig(BaseSettings):
     refresh_token_ttl: int = 7 * 24 * 3600
     code_ttl: int = 60
     pkce_required: bool = False
+
+    # Where logins, posted/removed transactions and scheduled faults are kept across restarts
+    # (`dashtam up` sets one for dev); None keeps them in memory only, as tests do.
+    state_file: Path | None = None
 
     # Fault injection: every Nth Trader API call fails that way (0 disables).
     fault_rate_limit_every: int = 0

@@ -7,6 +7,7 @@ Three sources, first match wins: the ``X-Sandbox-Fault`` request header, faults 
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -58,20 +59,41 @@ def fault_error(kind: FaultKind, target: Target) -> SandboxError | None:
     return None
 
 
+def fault_text(fault: Fault) -> str:
+    """The inverse of ``parse_fault``."""
+    return f"slow:{fault.delay_ms}" if fault.kind == "slow" else fault.kind
+
+
 class FaultInjector:
-    def __init__(self, config: SandboxConfig, stats: Stats) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        stats: Stats,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
         self.stats = stats
+        self.on_change = on_change
         self._scheduled: dict[Target, deque[Fault]] = {"trader": deque(), "token": deque()}
         self._calls: dict[Target, int] = {"trader": 0, "token": 0}
+
+    def scheduled(self) -> dict[Target, list[str]]:
+        """The faults still to come, per target, in order (kept across restarts)."""
+        return {target: [fault_text(f) for f in queue] for target, queue in self._scheduled.items()}
+
+    def restore(self, scheduled: Mapping[str, list[str]]) -> None:
+        for target, queue in self._scheduled.items():
+            queue.extend(parse_fault(text) for text in scheduled.get(target, []))
 
     def schedule(self, fault: Fault, count: int, target: Target) -> None:
         """Make the next ``count`` requests to ``target`` fail with ``fault``."""
         self._scheduled[target].extend([fault] * count)
+        self.on_change()
 
     def clear(self) -> None:
         for queue in self._scheduled.values():
             queue.clear()
+        self.on_change()
 
     def _next(self, header: str | None, target: Target) -> Fault | None:
         self._calls[target] += 1
@@ -81,7 +103,9 @@ class FaultInjector:
             except ValueError as exc:
                 raise trader_error(400, "Bad Request", str(exc)) from exc
         if self._scheduled[target]:
-            return self._scheduled[target].popleft()
+            fault = self._scheduled[target].popleft()
+            self.on_change()
+            return fault
         if target == "trader":
             rules: tuple[tuple[int, FaultKind], ...] = (
                 (self.config.fault_rate_limit_every, "rate_limit"),

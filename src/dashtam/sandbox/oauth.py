@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import urlencode
 
@@ -100,14 +100,45 @@ class OAuthServer:
     """Codes, logins and access tokens of one sandbox; ``clock`` is replaceable for tests."""
 
     def __init__(
-        self, config: SandboxConfig, stats: Stats, clock: Callable[[], float] = time.time
+        self,
+        config: SandboxConfig,
+        stats: Stats,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.stats = stats
         self.clock = clock
+        self.on_change = on_change
         self._codes: dict[str, _Code] = {}
         self._logins: dict[str, _Login] = {}
         self._access_tokens: dict[str, _AccessToken] = {}
+
+    # -- kept across restarts -----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """What is still valid, by digest: expired codes, tokens and logins are left out."""
+        now = self.clock()
+        logins = {d: login for d, login in self._logins.items() if login.refresh_expires_at > now}
+        digest_of = {id(login): d for d, login in logins.items()}
+        return {
+            "codes": {d: asdict(code) for d, code in self._codes.items() if code.expires_at > now},
+            "logins": {d: asdict(login) for d, login in logins.items()},
+            "access_tokens": {
+                d: {"login": digest_of[id(token.login)], "expires_at": token.expires_at}
+                for d, token in self._access_tokens.items()
+                if token.expires_at > now and id(token.login) in digest_of
+            },
+        }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        self._codes = {d: _Code(**code) for d, code in snapshot.get("codes", {}).items()}
+        self._logins = {d: _Login(**login) for d, login in snapshot.get("logins", {}).items()}
+        self._access_tokens = {
+            d: _AccessToken(self._logins[token["login"]], token["expires_at"])
+            for d, token in snapshot.get("access_tokens", {}).items()
+            if token["login"] in self._logins
+        }
 
     # -- authorize -----------------------------------------------------------------------------
 
@@ -136,6 +167,7 @@ class OAuthServer:
             expires_at=self.clock() + self.config.code_ttl,
         )
         self.stats.authorizations_approved += 1
+        self.on_change()
         return redirect_url(
             request.redirect_uri,
             {"code": code, "session": secrets.token_hex(16), "state": request.state},
@@ -164,6 +196,8 @@ class OAuthServer:
         except Exception:
             self.stats.token_errors += 1
             raise
+        finally:
+            self.on_change()  # a code is spent even when its exchange fails
         return response
 
     def _authenticate_client(self, authorization: str | None) -> str:
@@ -265,7 +299,9 @@ class OAuthServer:
         for login in self._logins.values():
             login.revoked = True
         self._access_tokens.clear()
+        self.on_change()
 
     def expire_access_tokens(self) -> None:
         """Make every access token stale while refresh tokens stay valid."""
         self._access_tokens.clear()
+        self.on_change()
