@@ -74,9 +74,7 @@ def run() -> dict[str, float]:
 
         def prepare() -> None:
             """What `make test` does before pytest: services up, test database rebuilt."""
-            manager = EnvironmentManager(test, say=lambda _message: None)
-            manager.start_services()
-            manager.init_database()
+            EnvironmentManager(test, say=lambda _message: None).up(servers=False)
 
         def stop_test() -> None:
             EnvironmentManager(test, say=lambda _message: None).stop_services()

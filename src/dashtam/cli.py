@@ -25,6 +25,7 @@ from rich.console import Console
 from dashtam.core.errors import UserError
 
 if TYPE_CHECKING:
+    from dashtam.devenv.manager import EnvironmentManager
     from dashtam.devenv.profiles import Profile
 
 app = typer.Typer(
@@ -60,18 +61,36 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except UserError as error:
-            console.print(f"[bold red]error:[/] {error.message}")
-            if error.hint:
-                console.print(f"  [yellow]hint:[/] {error.hint}")
-            raise typer.Exit(2) from None
+            _print_error(error.message, error.hint)
+        except ConnectionError as error:  # a service stopped between the check and the use
+            _print_error(
+                f"A service this command needs stopped answering ({error}).",
+                "`make status` shows what runs; `make up` starts dev.",
+            )
+        raise typer.Exit(2)
 
     return wrapper
+
+
+def _print_error(message: str, hint: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    if hint:
+        console.print(f"  [yellow]hint:[/] {hint}")
 
 
 def _profile(env: EnvName) -> Profile:
     from dashtam.devenv.profiles import PROFILES
 
     return PROFILES[env.value]
+
+
+def _manager(env: EnvName | Profile, *needs: str) -> EnvironmentManager:
+    """The environment's manager; with `needs`, refuse unless those of its services run."""
+    from dashtam.devenv.manager import EnvironmentManager
+
+    manager = EnvironmentManager(env if not isinstance(env, EnvName) else _profile(env))
+    manager.require(*needs)
+    return manager
 
 
 @app.command()
@@ -85,9 +104,10 @@ def setup() -> None:
 
     for profile in (DEV, TEST):
         written = generate_env_file(profile)
-        console.print(
-            f"{'wrote' if written else 'kept'} {profile.env_file.relative_to(PROJECT_ROOT)}"
-        )
+        shown = profile.env_file
+        if shown.is_relative_to(PROJECT_ROOT):
+            shown = shown.relative_to(PROJECT_ROOT)
+        console.print(f"{'wrote' if written else 'kept'} {shown}")
     settings = DEV.settings()
     made = ensure_certificates(settings.tls_cert_path, settings.tls_key_path)
     console.print(f"{'generated' if made else 'kept'} certificate {settings.tls_cert_path}")
@@ -115,16 +135,15 @@ def up(
         bool, typer.Option("--services-only", help="Only PostgreSQL and Redis.")
     ] = False,
 ) -> None:
-    """Start an environment and return once everything is healthy."""
-    from dashtam.devenv.manager import EnvironmentManager, status_table
+    """Start an environment and return once everything is healthy (restarting what is not, or
+    was started with other settings)."""
+    from dashtam.devenv.manager import status_table
 
     started = time.perf_counter()
-    manager = EnvironmentManager(_profile(env))
+    manager = _manager(env)
     console.print(f"[bold]Dashtam {env.value}[/] ({manager.mode.value} services)")
-    before = [row[3] for row in manager.status_rows()]
-    manager.up(servers=not services_only)
-    if all(state == "running" for state in before):
-        console.print("Everything was already running; nothing to do.")
+    if not manager.up(servers=not services_only):
+        console.print("Everything was already running and healthy; nothing to do.")
     console.print(status_table())
     if not services_only:
         settings = manager.settings
@@ -137,10 +156,11 @@ def up(
 @user_errors
 def down(env: EnvOption = EnvName.dev) -> None:
     """Stop an environment (its data is kept)."""
-    from dashtam.devenv.manager import EnvironmentManager
-
-    EnvironmentManager(_profile(env)).down()
-    console.print(f"{env.value} stopped")
+    stopped = _manager(env).down()
+    if stopped:
+        console.print(f"{env.value} stopped ({', '.join(stopped)})")
+    else:
+        console.print(f"{env.value} was not running; nothing to stop")
 
 
 @app.command()
@@ -163,11 +183,24 @@ def logs(
     files = sorted(str(path) for path in log_dir.glob("*.log"))
     if not files:
         raise UserError(
-            f"No logs in {log_dir} yet.", hint=f"Start it: `dashtam up -e {env.value}`."
+            f"No logs in {log_dir} yet: {env.value} has not run.",
+            hint=f"Start it: `dashtam up --env {env.value}`.",
         )
+    if follow and not _anything_runs(_profile(env)):
+        console.print(f"{env.value} is not running; its last log lines (nothing to follow):")
+        follow = False
     command = ["tail", "-n", "30", *(["-F"] if follow else []), *files]
     with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(command, check=False)
+
+
+def _anything_runs(profile: Profile) -> bool:
+    from dashtam.devenv.processes import ManagedProcess
+
+    return any(
+        ManagedProcess(pid.stem, pid, profile.log_dir / f"{pid.stem}.log").members()
+        for pid in profile.run_dir.glob("*.pid")
+    )
 
 
 @app.command()
@@ -177,8 +210,6 @@ def clean(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Stop an environment and DELETE its data (asks first unless --yes)."""
-    from dashtam.devenv.manager import EnvironmentManager
-
     profile = _profile(env)
     if not yes:
         if not sys.stdin.isatty():
@@ -187,7 +218,7 @@ def clean(
                 hint="Run `make clean CONFIRM=1` (or `dashtam clean --yes`).",
             )
         typer.confirm(f"Delete all {env.value} data in {profile.state_dir}?", abort=True)
-    EnvironmentManager(profile).destroy()
+    _manager(profile).destroy()
     console.print(f"{env.value} data deleted")
 
 
@@ -208,6 +239,9 @@ def _provider_id(provider: str | None) -> uuid.UUID | None:
 def sync(
     provider: ProviderOption = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow until done.")] = False,
+    wait_limit: Annotated[
+        float, typer.Option("--wait-limit", min=1, help="Seconds --wait follows at most.")
+    ] = 600,
     env: EnvOption = EnvName.dev,
 ) -> None:
     """Sync accounts, balances, positions and transactions of active connections (the worker
@@ -215,8 +249,9 @@ def sync(
     from dashtam.accounts.console import sync_command
 
     provider_id = _provider_id(provider)
-    settings = _profile(env).settings()
-    if not asyncio.run(sync_command(settings, provider_id, wait, Console(highlight=False))):
+    settings = _manager(env, "postgres", "redis", "worker").settings
+    out = Console(highlight=False)
+    if not asyncio.run(sync_command(settings, provider_id, wait, out, wait_limit)):
         raise typer.Exit(1)
 
 
@@ -230,10 +265,11 @@ def monitor(
     from dashtam.devenv.monitor import KEY_QUERIES, Monitor
 
     profile = _profile(env)
-    watcher = Monitor(profile, profile.settings())
     if stop:
+        watcher = Monitor(profile, profile.settings())
         console.print("Prometheus stopped" if watcher.stop() else "Prometheus was not running")
         return
+    watcher = Monitor(profile, _manager(env, "app").settings)
     started = watcher.start()
     console.print(f"Prometheus {'started' if started else 'already running'}: {watcher.url}")
     console.print(
@@ -259,7 +295,7 @@ def verify(
     from dashtam.accounts.console import verify_command
 
     provider_id = _provider_id(provider)
-    settings = _profile(env).settings()
+    settings = _manager(env, "postgres").settings
     if not asyncio.run(
         verify_command(settings, provider_id, all_windows, Console(highlight=False))
     ):
@@ -334,39 +370,31 @@ def prepare_tests(
 ) -> None:
     """Bring the test services up if needed and make the migrated test template ready: reused
     while migrations and models are unchanged, else rebuilt from nothing."""
-    from dashtam.devenv.manager import EnvironmentManager
     from dashtam.devenv.profiles import TEST
 
     started = time.perf_counter()
-    manager = EnvironmentManager(TEST)
-    manager.start_services()
-    console.print(f"  {manager.init_database(rebuild=rebuild)}")
+    _manager(TEST).up(servers=False, rebuild=rebuild)
     console.print(f"test environment ready in {time.perf_counter() - started:.2f}s")
 
 
 @db_app.command("migrate")
 @user_errors
 def db_migrate(env: EnvOption = EnvName.dev) -> None:
-    """Apply migrations (dev: upgrade to head; test: rebuild from nothing)."""
-    from dashtam.devenv.manager import EnvironmentManager
-
-    manager = EnvironmentManager(_profile(env))
-    manager.start_services()
-    console.print(manager.init_database(rebuild=True))
+    """Start the services if needed and apply migrations (dev: upgrade to head; test: rebuild
+    from nothing)."""
+    _manager(env).up(servers=False, rebuild=True)
 
 
 @db_app.command("revision")
 @user_errors
 def db_revision(message: Annotated[str, typer.Argument(help="What the migration does.")]) -> None:
-    """Autogenerate a migration from the models, against the dev database."""
+    """Autogenerate a migration from the models, against the running dev database."""
     from alembic import command
 
     from dashtam.core.migrations import alembic_config
-    from dashtam.devenv.manager import EnvironmentManager
     from dashtam.devenv.profiles import DEV
 
-    manager = EnvironmentManager(DEV)
-    manager.start_services()
+    manager = _manager(DEV, "postgres")
     console.print(manager.init_database())
     os.environ["DASHTAM_ENV_FILE"] = str(DEV.env_file)
     command.revision(alembic_config(), message=message, autogenerate=True)
@@ -378,7 +406,7 @@ def db_shell(env: EnvOption = EnvName.dev) -> None:
     """Open psql on an environment's database."""
     from dashtam.devenv.binaries import find_postgres
 
-    settings = _profile(env).settings()
+    settings = _manager(env, "postgres").settings
     url = settings.database_url
     psql_env = {**os.environ, "PGPASSWORD": url.password or ""}
     command = [find_postgres()("psql"), "-h", url.host or "127.0.0.1", "-p", str(url.port)]
@@ -392,7 +420,7 @@ def redis_cli(env: EnvOption = EnvName.dev) -> None:
     """Open a Redis shell (iredis) on an environment's Redis index, as its ACL user."""
     import shutil
 
-    settings = _profile(env).settings()
+    settings = _manager(env, "redis").settings
     shell = shutil.which("iredis", path=os.path.dirname(sys.executable))
     if shell is None:
         raise UserError("iredis is not installed.", hint="Run `make install`.")
@@ -407,7 +435,7 @@ def keys_rotate(env: EnvOption = EnvName.dev) -> None:
     """Re-encrypt every provider token under the first key of TOKEN_ENCRYPTION_KEYS."""
     from dashtam.providers.keys import rotate
 
-    count, key_id = asyncio.run(rotate(_profile(env).settings()))
+    count, key_id = asyncio.run(rotate(_manager(env, "postgres").settings))
     console.print(f"re-encrypted {count} provider token row(s) under key {key_id!r}")
 
 
@@ -419,7 +447,7 @@ def auth_sweep(env: EnvOption = EnvName.dev) -> None:
     hourly; audit rows are never deleted."""
     from dashtam.auth.cleanup import sweep_database
 
-    counts = asyncio.run(sweep_database(_profile(env).settings()))
+    counts = asyncio.run(sweep_database(_manager(env, "postgres").settings))
     console.print(
         f"deleted {counts.refresh_tokens} refresh token(s), {counts.email_tokens} mailed "
         f"token(s) and {counts.auth_sessions} session(s)"

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from cryptography import x509
 
 from dashtam.core.envfile import parse_env_file
-from dashtam.core.errors import UserError
 from dashtam.devenv.binaries import find_redis_server
 from dashtam.devenv.certs import ensure_certificates
 from dashtam.devenv.isolated import PORT_SETTINGS, free_ports, make_isolated_copy
-from dashtam.devenv.processes import ManagedProcess, require_free_port
+from dashtam.devenv.processes import ManagedProcess
 from dashtam.devenv.profiles import Profile
 from dashtam.devenv.setup import PLACEHOLDER, generate_env_file
 
@@ -33,6 +33,44 @@ def test_a_started_process_is_recognised_and_stopped(tmp_path: Path) -> None:
     assert process.stop(timeout=5) is True
     assert process.running_pid() is None
     assert not process.pid_file.exists()
+
+
+PARENT_WITH_CHILD = (
+    "import subprocess, sys, time;"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+    "time.sleep(60)"
+)
+
+
+def _child_of(launched: subprocess.Popen[bytes]) -> psutil.Process:
+    deadline = time.monotonic() + 20
+    while not (children := psutil.Process(launched.pid).children()):
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.02)
+    return children[0]
+
+
+def test_killing_the_launched_process_leaves_no_orphan_to_stop(tmp_path: Path) -> None:
+    """`kill -9` of uvicorn's reload parent left its worker serving; stop() must end it."""
+    process = managed(tmp_path)
+    launched = process.start([sys.executable, "-c", PARENT_WITH_CHILD])
+    child = _child_of(launched)
+    launched.kill()
+    launched.wait()
+    assert process.running_pid() is None
+    assert [p.pid for p in process.members()] == [child.pid]  # recognised as ours
+    assert process.stop(timeout=5) is True
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert not process.pid_file.exists()
+
+
+def test_stopping_a_live_process_ends_its_children_too(tmp_path: Path) -> None:
+    process = managed(tmp_path)
+    launched = process.start([sys.executable, "-c", PARENT_WITH_CHILD])
+    child = _child_of(launched)
+    assert process.stop(timeout=5) is True
+    launched.wait(5)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
 def test_stale_pid_file_of_a_dead_process_is_not_trusted(tmp_path: Path) -> None:
@@ -55,18 +93,6 @@ def test_garbage_pid_file_is_ignored(tmp_path: Path) -> None:
     process = managed(tmp_path)
     process.pid_file.write_text("not a pid\n")
     assert process.running_pid() is None
-
-
-def test_busy_port_names_the_port_and_the_variable(tmp_path: Path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        with pytest.raises(UserError) as raised:
-            require_free_port(port, "POSTGRES_PORT", tmp_path / ".env.dev")
-    assert f"Port {port} is already in use" in raised.value.message
-    assert "POSTGRES_PORT" in raised.value.hint
-    assert ".env.dev" in raised.value.hint
 
 
 def tmp_profile(tmp_path: Path, example_text: str) -> Profile:
@@ -97,6 +123,43 @@ def test_env_generation_appends_new_example_keys(tmp_path: Path) -> None:
     values = parse_env_file(profile.env_file)
     assert values["B"] == "2"
     assert values["NEW_SECRET"] != PLACEHOLDER
+
+
+def test_the_generated_env_file_keeps_the_example_comments(tmp_path: Path) -> None:
+    """They say what a setting means, and which settings must agree with each other."""
+    profile = tmp_profile(
+        tmp_path,
+        "# Servers\nCALLBACK_PORT=8182\n\n# Must be exactly the callback server's URL.\n"
+        "SCHWAB_REDIRECT_URI=https://127.0.0.1:8182/callback\n# DATABASE_URL=postgres://x\n",
+    )
+    generate_env_file(profile)
+    lines = profile.env_file.read_text().splitlines()
+    for comment in ("# Servers", "# Must be exactly the callback server's URL.", "# DATABASE_URL"):
+        assert any(line.startswith(comment) for line in lines), comment
+    assert lines.index("# Must be exactly the callback server's URL.") + 1 == lines.index(
+        "SCHWAB_REDIRECT_URI=https://127.0.0.1:8182/callback"
+    )
+    profile.example_file.write_text(
+        profile.example_file.read_text() + "\n# Seconds a login lasts.\nNEW_TTL=60\n"
+    )
+    generate_env_file(profile)
+    appended = profile.env_file.read_text().splitlines()
+    assert appended[-2:] == ["# Seconds a login lasts.", "NEW_TTL=60"]
+    assert appended[: len(lines)] == lines  # the existing file is kept as it was
+
+
+def test_the_real_examples_keep_every_comment(tmp_path: Path) -> None:
+    for name, ephemeral in (("dev", False), ("test", True)):
+        profile = Profile(name, ephemeral, env_dir=tmp_path)
+        generate_env_file(profile)
+        example = profile.example_file.read_text().splitlines()
+        generated = profile.env_file.read_text().splitlines()
+        comments = [line for line in example if line.startswith("#")]
+        assert comments
+        assert all(comment in generated for comment in comments)
+        assert (
+            parse_env_file(profile.env_file).keys() == parse_env_file(profile.example_file).keys()
+        )
 
 
 def test_certificate_has_the_local_sans_and_is_reused(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ how the store compares, without writing anything.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from rich.console import Console
@@ -67,8 +68,6 @@ async def _start(
             for connection_id, alias in await _active_connections(conn, provider_id, "sync")
         }
     async with job_queue(settings) as queue:
-        if not await queue.exists(health_check_key(settings)):
-            Console(stderr=True).print("[yellow]No worker is running; the syncs stay queued.[/]")
         for run_id in started:
             await enqueue_sync(queue, settings, run_id)
     return started
@@ -106,34 +105,58 @@ async def _load(engine: AsyncEngine, run_ids: list[uuid.UUID]) -> list[SyncRun]:
         return [SyncRun.model_validate(row._mapping) for row in result]
 
 
-async def _follow(engine: AsyncEngine, aliases: dict[uuid.UUID, str], console: Console) -> None:
+async def _follow(
+    engine: AsyncEngine,
+    settings: Settings,
+    aliases: dict[uuid.UUID, str],
+    console: Console,
+    limit: float,
+) -> None:
+    """Show progress until every run is over; give up when the worker stops answering or
+    after `limit` seconds, saying which runs were still going."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
-        tasks: dict[uuid.UUID, TaskID] = {
-            run_id: progress.add_task(alias, total=None, detail="queued")
-            for run_id, alias in aliases.items()
-        }
-        while True:
-            current = await _load(engine, list(aliases))
-            for run in current:
-                detail = (
-                    f"accounts {run.accounts_done}/{run.accounts_total} · pages {run.pages}"
-                    f" · rows {run.rows_fetched:,} · {run.status}"
-                )
-                progress.update(
-                    tasks[run.id],
-                    total=run.accounts_total or None,
-                    completed=run.accounts_done,
-                    detail=detail,
-                )
-            if all(run.status not in ACTIVE_SYNC_STATUSES for run in current):
-                return
-            await asyncio.sleep(POLL_SECONDS)
+    deadline = time.monotonic() + limit
+    async with job_queue(settings) as queue:
+        with Progress(*columns, console=console) as progress:
+            tasks: dict[uuid.UUID, TaskID] = {
+                run_id: progress.add_task(alias, total=None, detail="queued for the worker")
+                for run_id, alias in aliases.items()
+            }
+            while True:
+                current = await _load(engine, list(aliases))
+                for run in current:
+                    detail = (
+                        f"accounts {run.accounts_done}/{run.accounts_total} · pages {run.pages}"
+                        f" · rows {run.rows_fetched:,} · {run.status}"
+                    )
+                    progress.update(
+                        tasks[run.id],
+                        total=run.accounts_total or None,
+                        completed=run.accounts_done,
+                        detail=detail,
+                    )
+                going = [run for run in current if run.status in ACTIVE_SYNC_STATUSES]
+                if not going:
+                    return
+                if not await queue.exists(health_check_key(settings)):
+                    raise _stopped_waiting("the worker stopped answering", going, aliases)
+                if time.monotonic() > deadline:
+                    raise _stopped_waiting(f"gave up after {limit:.0f}s", going, aliases)
+                await asyncio.sleep(POLL_SECONDS)
+
+
+def _stopped_waiting(why: str, going: list[SyncRun], aliases: dict[uuid.UUID, str]) -> UserError:
+    runs_left = ", ".join(f"{aliases[run.id]} ({run.status})" for run in going)
+    return UserError(
+        f"Stopped waiting for the worker ({why}); still going: {runs_left}.",
+        hint="The runs stay queued and continue when a worker runs (`make up` starts one; "
+        "`make logs` shows its log). Wait longer with --wait-limit.",
+    )
 
 
 def summary(found: list[SyncRun], aliases: dict[uuid.UUID, str]) -> Table:
@@ -151,14 +174,18 @@ def summary(found: list[SyncRun], aliases: dict[uuid.UUID, str]) -> Table:
 
 
 async def sync_command(
-    settings: Settings, provider_id: uuid.UUID | None, wait: bool, console: Console
+    settings: Settings,
+    provider_id: uuid.UUID | None,
+    wait: bool,
+    console: Console,
+    wait_limit: float = 600.0,
 ) -> bool:
     """Start (and optionally follow) syncs; True unless one of the followed runs failed."""
     engine = create_engine(settings, pool_size=2)
     try:
         aliases = await _start(engine, settings, provider_id)
         if wait:
-            await _follow(engine, aliases, console)
+            await _follow(engine, settings, aliases, console, wait_limit)
         found = await _load(engine, list(aliases))
     finally:
         await engine.dispose()

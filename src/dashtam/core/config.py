@@ -48,6 +48,7 @@ RateLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$
 # An ACL user name local mode writes into the Redis configuration as it is.
 RedisUser = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PLACEHOLDER_MARKERS = ("change_me", "changeme", "placeholder", "replace-me")
 SECRET_FIELDS = (
     "SECRET_KEY",
@@ -195,6 +196,15 @@ class Settings(BaseSettings):
     WORKER_METRICS_HOST: str = "127.0.0.1"
     WORKER_METRICS_PORT: NonNegativeInt = 0  # 0: the worker serves no metrics
     PROMETHEUS_PORT: int = 9090  # `make monitor`
+
+    @field_validator("LOG_LEVEL")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        """Refused here, an unknown level would crash every process as it starts."""
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"use one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator("TRUSTED_PROXIES")
     @classmethod

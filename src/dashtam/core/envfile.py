@@ -36,11 +36,37 @@ def check_env_file(path: Path) -> None:
         parse_env_file(path)
 
 
-def write_env_file(path: Path, values: dict[str, str], header: str) -> None:
+def fill_template(template: str, values: dict[str, str], keys: set[str] | None = None) -> str:
+    """The template's text with each assignment set to `values`; comments are kept, and with
+    `keys` only those assignments are written, each with the comment lines just above it."""
+    out: list[str] = []
+    comments: list[str] = []
+    for raw in template.splitlines():
+        line = raw.strip()
+        match = _ASSIGNMENT.match(line)
+        if match is None:
+            comments = [*comments, raw] if line else []
+            if keys is None:
+                out.append(raw)
+            continue
+        key = match.group(1)
+        if keys is None:
+            out.append(f"{key}={values[key]}")
+        elif key in keys:
+            out += [*comments, f"{key}={values[key]}"]
+        comments = []
+    return "\n".join(out) + "\n"
+
+
+def write_env_text(path: Path, text: str) -> None:
     """Write atomically with owner-only permissions: the file holds secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = "".join(f"{key}={value}\n" for key, value in values.items())
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(f"{header}\n{body}", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.chmod(0o600)
     tmp.replace(path)
+
+
+def write_env_file(path: Path, values: dict[str, str], header: str) -> None:
+    body = "".join(f"{key}={value}\n" for key, value in values.items())
+    write_env_text(path, f"{header}\n{body}")

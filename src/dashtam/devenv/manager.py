@@ -1,21 +1,33 @@
 """Bringing an environment up and down: services, database initialisation, app processes.
 
-What only some commands need (migrations, the app's Redis client, certificates, the job queue)
-is imported where it is used, so `dashtam status` and `dashtam down` start fast.
+`up` first judges every process it runs (keep it, start it, or restart it and why: stopped,
+left orphaned, started with other settings, not answering), checks the whole configuration
+and every port it will need, and only then starts anything. What one `up` started is stopped
+again when a later step fails, so a failed `up` leaves the environment as it found it.
+
+What only some commands need (migrations, the app's Redis client, certificates, the job queue,
+the provider settings check) is imported where it is used, so `dashtam status` and `dashtam
+down` start fast.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import redis
 from rich.console import Console
 from rich.table import Table
@@ -23,12 +35,42 @@ from rich.table import Table
 from dashtam.core.config import PROJECT_ROOT, Settings
 from dashtam.core.errors import UserError
 from dashtam.devenv.postgres import PostgresService
-from dashtam.devenv.processes import ManagedProcess, port_in_use, require_free_port, wait_until
+from dashtam.devenv.processes import (
+    MARKER,
+    ManagedProcess,
+    describe,
+    port_in_use,
+    port_owner,
+    stop_processes,
+    wait_until,
+)
 from dashtam.devenv.profiles import PROFILES, Profile, ServiceMode
 from dashtam.devenv.redis import RedisService
 from dashtam.devenv.setup import generate_env_file
 
 console = Console(stderr=True, highlight=False)
+
+# Settings that must change as one: moving the callback server moves its redirect URI.
+TOGETHER: dict[str, tuple[str, ...]] = {"CALLBACK_PORT": ("SCHWAB_REDIRECT_URI",)}
+PORT_VARIABLES = (
+    "POSTGRES_PORT",
+    "REDIS_PORT",
+    "APP_PORT",
+    "CALLBACK_PORT",
+    "SANDBOX_PORT",
+    "WORKER_METRICS_PORT",
+)
+
+
+def settings_digests(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """A digest of every setting a process runs with (never the value: many are secrets), so
+    `up` can tell which ones changed since it started."""
+    values: dict[str, object] = {name: getattr(settings, name) for name in Settings.model_fields}
+    values |= {key: value for key, value in env.items() if key.startswith("SANDBOX_")}
+    return {
+        key: hashlib.sha256(f"{key}={value!r}".encode()).hexdigest()[:16]
+        for key, value in sorted(values.items())
+    }
 
 
 @dataclass(frozen=True)
@@ -41,6 +83,7 @@ class ServerProcess:
     port_variable: str
     health_url: str
     verify: str | bool
+    reloads: bool = False
 
     @property
     def name(self) -> str:
@@ -121,7 +164,7 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
     """What `up` runs above the services: the app, the callback server, and the sandbox."""
     reload = not profile.ephemeral
 
-    def managed(name: str, port: int) -> ManagedProcess:
+    def managed(name: str) -> ManagedProcess:
         return ManagedProcess(
             name=name,
             pid_file=profile.run_dir / f"{name}.pid",
@@ -131,7 +174,7 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
     cert: str | bool = str(settings.tls_cert_path)
     servers = [
         ServerProcess(
-            managed("app", settings.APP_PORT),
+            managed("app"),
             uvicorn_command(
                 "dashtam.main:create_app", settings, settings.APP_PORT, settings.APP_TLS, reload
             ),
@@ -139,9 +182,10 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
             "APP_PORT",
             f"{settings.app_base_url}/health",
             cert if settings.APP_TLS else True,
+            reload,
         ),
         ServerProcess(
-            managed("callback", settings.CALLBACK_PORT),
+            managed("callback"),
             uvicorn_command(
                 "dashtam.callback.app:create_app",
                 settings,
@@ -153,13 +197,14 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
             "CALLBACK_PORT",
             f"{settings.callback_base_url}/health",
             cert if settings.CALLBACK_TLS else True,
+            reload,
         ),
     ]
     if settings.uses_sandbox:
         port = settings.SANDBOX_PORT
         servers.append(
             ServerProcess(
-                managed("sandbox", port),
+                managed("sandbox"),
                 [
                     sys.executable,
                     "-m",
@@ -183,7 +228,87 @@ def process_env(profile: Profile, settings: Settings) -> dict[str, str]:
     env["DASHTAM_ENV_FILE"] = str(profile.env_file)
     env["PYTHONUNBUFFERED"] = "1"
     env["SANDBOX_REDIRECT_URIS"] = f'["{settings.SCHWAB_REDIRECT_URI}"]'
+    if not profile.ephemeral:  # dev's sandbox remembers its logins across restarts
+        env["SANDBOX_STATE_FILE"] = str(profile.state_dir / "sandbox" / "state.json")
     return env
+
+
+class Action(StrEnum):
+    KEEP = "keep"
+    START = "start"
+    RESTART = "restart"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `up` finds a process doing, and so what it must do about it."""
+
+    state: str  # "running", "orphaned" (its launcher died, a child still runs) or "stopped"
+    healthy: bool = False
+    changed: tuple[str, ...] = ()  # settings it runs with that differ from the current ones
+    orphans: tuple[int, ...] = ()
+
+    @property
+    def action(self) -> Action:
+        if self.state == "stopped":
+            return Action.START
+        if self.state == "orphaned" or self.changed or not self.healthy:
+            return Action.RESTART
+        return Action.KEEP
+
+    @property
+    def reason(self) -> str:
+        if self.state == "orphaned":
+            pids = ", ".join(map(str, self.orphans))
+            return f"it was killed but left pid {pids} running; those are stopped first"
+        reasons = [] if self.healthy else ["it is running but does not answer its health check"]
+        if self.changed:
+            reasons.append(f"it was started with other settings ({', '.join(self.changed)})")
+        return "; ".join(reasons)
+
+
+def _changed(recorded: dict[str, Any] | None, wanted: dict[str, Any]) -> tuple[str, ...]:
+    if recorded is None:
+        return ("not recorded: started by an older Dashtam",)
+    before, now = recorded.get("settings", {}), wanted["settings"]
+    names = tuple(sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k)))
+    if names:
+        return names
+    return ("its command",) if recorded.get("command") != wanted["command"] else ()
+
+
+@dataclass
+class Unit:
+    """One process `up` runs (a server of the environment's own, or one of its apps), seen the
+    same way whatever it is: where it listens, how it is judged healthy, how it starts."""
+
+    name: str
+    label: str
+    process: ManagedProcess
+    port: int | None
+    port_variable: str
+    healthy: Callable[[], bool]
+    command: Callable[[], list[str]]
+    launch: Callable[[], object]
+    settings: dict[str, str] = field(default_factory=dict)
+    supervises: bool = False  # uvicorn's reloader: its (spawned) worker may die, it lives on
+    where: str = ""
+
+    def judge(self) -> Verdict:
+        if self.process.running_pid() is None:
+            orphans = tuple(process.pid for process in self.process.members())
+            return Verdict("orphaned" if orphans else "stopped", orphans=orphans)
+        wanted = {"command": self.command(), "settings": self.settings}
+        changed = _changed(self.process.started_with(), wanted)
+        return Verdict("running", healthy=self.healthy(), changed=changed)
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 class EnvironmentManager:
@@ -196,29 +321,256 @@ class EnvironmentManager:
         self.postgres = PostgresService(profile, self.settings)
         self.redis = RedisService(profile, self.settings)
 
-    # -- services ---------------------------------------------------------------------------
-    def start_services(self) -> None:
+    # -- what runs --------------------------------------------------------------------------
+    def service_units(self) -> list[Unit]:
+        """PostgreSQL and Redis, when this project runs them (local mode)."""
+        if self.mode is not ServiceMode.LOCAL:
+            return []
+        postgres, redis_service = self.postgres, self.redis
+        return [
+            Unit(
+                "postgres",
+                "PostgreSQL",
+                postgres.process,
+                postgres.port,
+                "POSTGRES_PORT",
+                postgres.is_ready,
+                postgres.command,
+                postgres.start,
+            ),
+            Unit(
+                "redis",
+                "Redis",
+                redis_service.process,
+                redis_service.port,
+                "REDIS_PORT",
+                redis_service.is_ready,
+                redis_service.command,
+                redis_service.start,
+                redis_service.fingerprint(),
+            ),
+        ]
+
+    def server_units(self) -> list[Unit]:
+        """The app, callback server, sandbox and worker, with the settings they start with."""
+        settings = self.settings
+        env = process_env(self.profile, settings)
+        digests = settings_digests(settings, env)
+
+        def launcher(process: ManagedProcess, command: list[str]) -> Callable[[], object]:
+            return lambda: process.start(command, env=env, cwd=PROJECT_ROOT, settings=digests)
+
+        units = [
+            Unit(
+                server.name,
+                server.name,
+                server.process,
+                server.port,
+                server.port_variable,
+                server.healthy,
+                server.command.copy,
+                launcher(server.process, server.command),
+                digests,
+                supervises=server.reloads,
+                where=server.health_url.rsplit("/", 1)[0],
+            )
+            for server in server_processes(self.profile, settings)
+        ]
+        worker = worker_process(self.profile, settings)
+        if worker is not None:
+            from dashtam.jobs.queue import queue_name
+
+            command = list(worker.command)
+            units.append(
+                Unit(
+                    "worker",
+                    "worker",
+                    worker.process,
+                    settings.WORKER_METRICS_PORT or None,  # where it serves /metrics, if at all
+                    "WORKER_METRICS_PORT",
+                    worker.healthy,
+                    command.copy,
+                    launcher(worker.process, command),
+                    digests,
+                    where=f"queue {queue_name(settings)}",
+                )
+            )
+        return units
+
+    def units(self, *, servers: bool) -> list[Unit]:
+        return self.service_units() + (self.server_units() if servers else [])
+
+    # -- checks before anything starts ------------------------------------------------------
+    def check_configuration(self, units: list[Unit], *, servers: bool) -> None:
+        """Everything the processes would refuse at start-up, refused here instead, before any
+        of them starts: shared ports, a redirect URI that drifted, unreadable keys."""
+        env_file = self.profile.env_file
+        ports: dict[int, list[str]] = {}
+        for unit in units:
+            if unit.port is not None:
+                if not 0 < unit.port < 65536:
+                    raise UserError(
+                        f"{unit.port_variable}={unit.port} in {env_file} is not a TCP port.",
+                        hint="Use a number from 1024 to 65535.",
+                    )
+                ports.setdefault(unit.port, []).append(unit.port_variable)
+        for port, variables in ports.items():
+            if len(variables) > 1:
+                raise UserError(
+                    f"{' and '.join(variables)} are all {port} in {env_file}; every service "
+                    "needs a port of its own.",
+                    hint=f"Give {variables[-1]} another port.",
+                )
+        self._check_other_environment(ports)
+        if servers:
+            from dashtam.core.crypto import TokenCipher
+            from dashtam.providers.registry import check_redirect_uri
+
+            check_redirect_uri(self.settings, env_file)
+            TokenCipher.from_setting(self.settings.TOKEN_ENCRYPTION_KEYS)
+
+    def _check_other_environment(self, ports: dict[int, list[str]]) -> None:
+        """Dev and test run side by side, so they may not share a port."""
+        for name, other in PROFILES.items():
+            other = Profile(name, other.ephemeral, self.profile.env_dir)
+            if name == self.profile.name or not other.env_file.is_file():
+                continue
+            theirs = other.settings()
+            for variable in PORT_VARIABLES:
+                port = int(getattr(theirs, variable))
+                if port in ports:
+                    raise UserError(
+                        f"{ports[port][0]}={port} in {self.profile.env_file} is also "
+                        f"{variable} in {other.env_file}; dev and test run side by side, so "
+                        "their ports must differ.",
+                        hint=f"Change one of them{_with_companions(variable)}.",
+                    )
+
+    def _ours(self, process: psutil.Process) -> bool:
+        """Started by this environment (its marker names a pid file in our run folder)?"""
+        try:
+            marker = process.environ().get(MARKER, "")
+        except psutil.Error:
+            return False
+        return bool(marker) and os.path.dirname(marker) == str(self.profile.run_dir)
+
+    def check_ports(self, units: list[Unit], verdicts: dict[str, Verdict]) -> None:
+        """Every port a process will be started on is free, or held by one of our own that is
+        about to be stopped; otherwise nothing starts and each busy port is named."""
+        busy = []
+        for unit in units:
+            if verdicts[unit.name].action is Action.KEEP or unit.port is None:
+                continue
+            if not port_in_use(unit.port):
+                continue
+            holder = port_owner(unit.port)
+            if holder is not None and (holder in unit.process.members() or self._ours(holder)):
+                continue
+            busy.append((unit, holder))
+        if not busy:
+            return
+        lines = [
+            f"Port {unit.port} ({unit.port_variable}, for {unit.label}) is already in use"
+            f"{describe(holder)}."
+            for unit, holder in busy
+        ]
+        settings = ", ".join(unit.port_variable for unit, _ in busy)
+        companions = "".join(_with_companions(unit.port_variable) for unit, _ in busy)
+        raise UserError(
+            "\n".join(lines) + "\nNothing was started.",
+            hint=f"Stop whatever holds it, or set {settings} in {self.profile.env_file} to a "
+            f"free port{companions}.",
+        )
+
+    def _clear_leftover(self, unit: Unit) -> None:
+        """A process of ours on the unit's port that its pid file no longer knows (the file was
+        lost): it is stopped rather than blamed as foreign."""
+        if unit.port is None or not port_in_use(unit.port):
+            return
+        holder = port_owner(unit.port)
+        if holder is not None and self._ours(holder):
+            session = os.getsid(holder.pid)
+            leftovers = [
+                p for p in psutil.process_iter() if _same_session(p, session) and self._ours(p)
+            ]
+            stop_processes(leftovers, unit.process.stop_signal, timeout=10)
+            self.say(f"  stopped a leftover {unit.label} of {self.profile.name} (pid {holder.pid})")
+
+    # -- starting and stopping --------------------------------------------------------------
+    def _start(self, unit: Unit, verdict: Verdict, started: list[Unit]) -> bool:
+        """Keep, start or restart one unit (without waiting); True if it was (re)started."""
+        where = f" on port {unit.port}" if unit.port is not None else ""
+        if verdict.action is Action.KEEP:
+            self.say(f"  {unit.label} already running{where}")
+            return False
+        if verdict.action is Action.RESTART:
+            self.say(f"  restarting {unit.label}: {verdict.reason}")
+            unit.process.stop()
+        self._clear_leftover(unit)
+        started.append(unit)
+        unit.launch()
+        return True
+
+    def _wait(self, unit: Unit, timeout: float, began: float) -> None:
+        where = f" on port {unit.port}" if unit.port is not None else ""
+        wait_until(
+            unit.healthy,
+            timeout=timeout,
+            what=f"{unit.label}{where}",
+            process=unit.process,
+            interval=0.1,
+            worker=(lambda: unit.process.has_child("spawn_main")) if unit.supervises else None,
+        )
+        detail = unit.where or f"port {unit.port}"
+        self.say(f"  started {unit.label}: {detail} ({time.perf_counter() - began:.1f}s)")
+
+    def _start_services(self, started: list[Unit], verdicts: dict[str, Verdict]) -> None:
         if self.mode is ServiceMode.EXTERNAL:
             self.say("external mode: using DATABASE_URL / REDIS_URL; starting no servers")
             return
         if self.mode is ServiceMode.DOCKER:
             self._compose("up", "-d", "--wait", "postgres", "redis")
             return
-        for label, service in (("PostgreSQL", self.postgres), ("Redis", self.redis)):
-            started_at = time.perf_counter()
-            if service.start():
-                elapsed = time.perf_counter() - started_at
-                self.say(f"  started {label} on port {service.port} ({elapsed:.1f}s)")
-            else:
-                self.say(f"  {label} already running on port {service.port}")
+        for unit in self.service_units():
+            began = time.perf_counter()
+            if self._start(unit, verdicts[unit.name], started):
+                self._wait(unit, 30.0, began)
 
-    def stop_services(self) -> None:
+    def _start_servers(
+        self, started: list[Unit], verdicts: dict[str, Verdict], timeout: float = 60.0
+    ) -> None:
+        from dashtam.devenv.certs import ensure_certificates
+
+        settings = self.settings
+        if (settings.APP_TLS or settings.CALLBACK_TLS) and ensure_certificates(
+            settings.tls_cert_path, settings.tls_key_path
+        ):
+            self.say(f"  generated a self-signed certificate in {settings.tls_cert_path.parent}")
+        began = time.perf_counter()
+        # Start everything first, then wait: the processes import the app in parallel.
+        starting = [u for u in self.server_units() if self._start(u, verdicts[u.name], started)]
+        for unit in starting:
+            self._wait(unit, timeout, began)
+
+    def stop_servers(self) -> list[str]:
+        return [unit.label for unit in reversed(self.server_units()) if self._stop(unit)]
+
+    def stop_services(self) -> list[str]:
         if self.mode is ServiceMode.DOCKER:
             self._compose("down")
-            return
-        for label, service in (("Redis", self.redis), ("PostgreSQL", self.postgres)):
-            if service.stop():
-                self.say(f"  stopped {label}")
+            return ["compose services"]
+        return [unit.label for unit in reversed(self.service_units()) if self._stop(unit)]
+
+    def _stop(self, unit: Unit) -> bool:
+        stopped = unit.process.stop(timeout=15)
+        if unit.port is not None and port_in_use(unit.port):
+            holder = port_owner(unit.port)
+            if holder is not None and self._ours(holder):
+                self._clear_leftover(unit)
+                stopped = True
+        if stopped:
+            self.say(f"  stopped {unit.label}")
+        return stopped
 
     # -- databases --------------------------------------------------------------------------
     def init_database(self, *, rebuild: bool = False) -> str:
@@ -232,63 +584,37 @@ class EnvironmentManager:
 
         return asyncio.run(init_db(self.settings))
 
-    # -- app processes ----------------------------------------------------------------------
-    def start_servers(self, timeout: float = 60.0) -> None:
-        from dashtam.devenv.certs import ensure_certificates
-        from dashtam.jobs.queue import queue_name
-
-        settings = self.settings
-        servers = server_processes(self.profile, settings)
-        uses_tls = settings.APP_TLS or settings.CALLBACK_TLS
-        if uses_tls and ensure_certificates(settings.tls_cert_path, settings.tls_key_path):
-            self.say(f"  generated a self-signed certificate in {settings.tls_cert_path.parent}")
-        env = process_env(self.profile, settings)
-        # Start everything first, then wait: the processes import the app in parallel.
-        starting: list[tuple[str, ManagedProcess, Callable[[], bool], str]] = []
-        for server in servers:
-            if server.process.running_pid() is not None:
-                self.say(f"  {server.name} already running on port {server.port}")
-                continue
-            require_free_port(server.port, server.port_variable, self.profile.env_file)
-            server.process.start(server.command, env=env, cwd=PROJECT_ROOT)
-            where = server.health_url.rsplit("/", 1)[0]
-            starting.append(
-                (f"{server.name} on port {server.port}", server.process, server.healthy, where)
-            )
-        worker = worker_process(self.profile, settings)
-        if worker is not None and worker.process.running_pid() is not None:
-            self.say("  worker already running")
-        elif worker is not None:
-            if settings.WORKER_METRICS_PORT:
-                port = settings.WORKER_METRICS_PORT
-                require_free_port(port, "WORKER_METRICS_PORT", self.profile.env_file)
-            worker.process.start(worker.command, env=env, cwd=PROJECT_ROOT)
-            starting.append(
-                ("worker", worker.process, worker.healthy, f"queue {queue_name(settings)}")
-            )
-        for what, process, healthy, where in starting:
-            wait_until(healthy, timeout=timeout, what=what, process=process, interval=0.1)
-            self.say(f"  started {what.split()[0]}: {where}")
-
-    def stop_servers(self) -> None:
-        worker = worker_process(self.profile, self.settings)
-        for server in [*server_processes(self.profile, self.settings), worker]:
-            if server is not None and server.process.stop():
-                self.say(f"  stopped {server.name}")
-
     # -- whole environment ------------------------------------------------------------------
-    def up(self, *, servers: bool) -> None:
+    def up(self, *, servers: bool, rebuild: bool = False) -> bool:
+        """Bring the environment up; True if anything had to be (re)started. `rebuild`: the
+        test template is rebuilt even when it is up to date."""
         from dashtam.core.redis import check_redis
 
-        self.start_services()
-        check_redis(self.settings)  # before migrating or starting anything that needs it
-        self.say(f"  {self.init_database()}")
-        if servers:
-            self.start_servers()
+        units = self.units(servers=servers)
+        self.check_configuration(units, servers=servers)
+        verdicts = {unit.name: unit.judge() for unit in units}
+        self.check_ports(units, verdicts)
+        started: list[Unit] = []
+        try:
+            self._start_services(started, verdicts)
+            check_redis(self.settings)  # before migrating or starting anything that needs it
+            self.say(f"  {self.init_database(rebuild=rebuild)}")
+            if servers:
+                self._start_servers(started, verdicts)
+        except BaseException as error:
+            self._roll_back(started, error)
+            raise
+        return bool(started)
 
-    def down(self) -> None:
-        self.stop_servers()
-        self.stop_services()
+    def _roll_back(self, started: list[Unit], error: BaseException) -> None:
+        """Stop what this `up` started, so a failure leaves nothing half running."""
+        stopped = [unit.label for unit in reversed(started) if unit.process.stop()]
+        if stopped and isinstance(error, UserError):
+            error.message += f"\nStopped what this start had begun: {', '.join(stopped)}."
+
+    def down(self) -> list[str]:
+        """Stop everything; the labels of what was running."""
+        return self.stop_servers() + self.stop_services()
 
     def destroy(self) -> None:
         self.down()
@@ -297,30 +623,82 @@ class EnvironmentManager:
         shutil.rmtree(self.profile.data_dir, ignore_errors=True)
         shutil.rmtree(self.profile.state_dir, ignore_errors=True)
 
-    def status_rows(self) -> list[tuple[str, str, str, str, str]]:
+    # -- commands that need a running environment -------------------------------------------
+    def require(self, *needs: str) -> None:
+        """Refuse, naming what is not running and the command that starts it."""
         settings = self.settings
+        for need in needs:
+            if need == "worker":
+                worker = worker_process(self.profile, settings)
+                if worker is None or not worker.healthy():
+                    raise UserError(
+                        f"The {self.profile.name} worker is not running, so nothing would do "
+                        "the work.",
+                        hint=self.start_hint(need),
+                    )
+                continue
+            label, host, port = self._address(need)
+            if not _answers(host, port):
+                raise UserError(
+                    f"The {self.profile.name} {label} is not running (nothing answers on "
+                    f"{host}:{port}).",
+                    hint=self.start_hint(need),
+                )
+
+    def _address(self, need: str) -> tuple[str, str, int]:
+        settings = self.settings
+        if need == "postgres":
+            url = settings.database_url
+            return "PostgreSQL", url.host or "127.0.0.1", url.port or 5432
+        if need == "redis":
+            parts = urlsplit(settings.redis_url)
+            return "Redis", parts.hostname or "127.0.0.1", parts.port or 6379
+        return "app", settings.APP_HOST, settings.APP_PORT
+
+    def start_hint(self, need: str) -> str:
+        if self.mode is ServiceMode.EXTERNAL and need in ("postgres", "redis"):
+            variable = "DATABASE_URL" if need == "postgres" else "REDIS_URL"
+            return f"Start the server {variable} points at, or fix {variable}."
+        if self.profile.ephemeral:
+            if need in ("worker", "app"):
+                return f"The test environment's {need} runs only under `make test-up`."
+            return "Start it: `make test-setup` (services only) or `make test-up`."
+        return "Start it: `make up`."
+
+    # -- status -----------------------------------------------------------------------------
+    def status_rows(self) -> list[tuple[str, str, str, str, str]]:
         rows: list[tuple[str, str, str, str, str]] = []
-
-        def row(name: str, port: int, running: bool, healthy: bool) -> None:
-            state = "running" if running else ("port in use" if port_in_use(port) else "stopped")
-            rows.append((self.profile.name, name, str(port), state, "healthy" if healthy else "-"))
-
-        pg_running = self.postgres.is_running()
-        row("postgres", self.postgres.port, pg_running, pg_running and self.postgres.is_ready())
-        redis_running = self.redis.is_running()
-        row("redis", self.redis.port, redis_running, redis_running and self.redis.is_ready())
-        for server in server_processes(self.profile, settings):
-            running = server.process.running_pid() is not None
-            row(server.name, server.port, running, running and server.healthy())
-        worker = worker_process(self.profile, settings)
-        if worker is not None:
-            running = worker.process.running_pid() is not None
-            health = "healthy" if running and worker.healthy() else "-"
-            depth = worker.queue_depth()
-            queued = f", {depth} queued" if depth is not None else ""
-            state = "running" if running else "stopped"
-            rows.append((self.profile.name, "worker", "-", state, health + queued))
+        for unit in self.units(servers=True):
+            verdict = unit.judge()
+            rows.append((self.profile.name, unit.name, *self._status(unit, verdict)))
+        if self.mode is not ServiceMode.LOCAL:
+            settings, url = self.settings, self.settings.database_url
+            for name, host, port in (
+                ("postgres", url.host or "127.0.0.1", url.port or 5432),
+                ("redis", settings.REDIS_HOST, settings.REDIS_PORT),
+            ):
+                health = "healthy" if _answers(host, port) else "not answering"
+                rows.insert(0, (self.profile.name, name, str(port), self.mode.value, health))
         return rows
+
+    def _status(self, unit: Unit, verdict: Verdict) -> tuple[str, str, str]:
+        port = str(unit.port) if unit.port is not None else "-"
+        state, health = verdict.state, "-"
+        if verdict.state == "stopped" and unit.port is not None and port_in_use(unit.port):
+            state = "port in use"
+        elif verdict.state == "orphaned":
+            health = f"pid {', '.join(map(str, verdict.orphans))} left running"
+        elif verdict.state == "running":
+            health = "healthy" if verdict.healthy else "not answering"
+            if verdict.changed:
+                stale = f"stale: {', '.join(verdict.changed)} changed"
+                health = stale if verdict.healthy else f"{health}; {stale}"
+        if unit.name == "worker":
+            worker = worker_process(self.profile, self.settings)
+            depth = worker.queue_depth() if worker is not None else None
+            if depth is not None:
+                health = f"{depth} queued" if health == "-" else f"{health}, {depth} queued"
+        return port, state, health
 
     def _compose(self, *args: str) -> None:
         if shutil.which("docker") is None:
@@ -333,6 +711,19 @@ class EnvironmentManager:
         command += ["--env-file", str(self.profile.env_file), *args]
         if subprocess.run(command, check=False).returncode != 0:
             raise UserError(f"`{' '.join(command)}` failed; see its output above.")
+
+
+def _with_companions(variable: str) -> str:
+    """` (and SCHWAB_REDIRECT_URI with it)` for a setting that does not change alone."""
+    together = TOGETHER.get(variable, ())
+    return f" (and {' and '.join(together)} with it)" if together else ""
+
+
+def _same_session(process: psutil.Process, session: int) -> bool:
+    try:
+        return os.getsid(process.pid) == session
+    except OSError:
+        return False
 
 
 def status_table() -> Table:
@@ -348,4 +739,4 @@ def status_table() -> Table:
     return table
 
 
-__all__ = ["EnvironmentManager", "require_free_port", "status_table"]
+__all__ = ["EnvironmentManager", "status_table"]

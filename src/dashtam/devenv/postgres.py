@@ -7,6 +7,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ import asyncpg
 from dashtam.core.config import Settings
 from dashtam.core.errors import UserError
 from dashtam.devenv.binaries import PostgresBinaries, find_postgres
-from dashtam.devenv.processes import ManagedProcess, require_free_port, wait_until
+from dashtam.devenv.processes import ManagedProcess, wait_until
 from dashtam.devenv.profiles import Profile
 
 ADMIN_ROLE = "postgres"
@@ -101,6 +102,7 @@ class PostgresService:
             name="postgres",
             pid_file=profile.run_dir / "postgres.pid",
             log_file=profile.log_dir / "postgres.log",
+            stop_signal=signal.SIGINT,  # fast shutdown: clients are disconnected, not awaited
         )
 
     def is_running(self) -> bool:
@@ -113,17 +115,9 @@ class PostgresService:
         )
         return result.returncode == 0
 
-    def start(self, timeout: float = 30.0) -> bool:
-        """Start if not running; True when this call started it."""
-        if self.is_running():
-            return False
-        binaries = find_postgres()
-        require_free_port(self.port, "POSTGRES_PORT", self.profile.env_file)
-        user = self.user
-        if not (self.pgdata / "PG_VERSION").is_file() or not self._made_with_these_secrets():
-            self._initdb(binaries, user)
+    def command(self, binaries: PostgresBinaries | None = None) -> list[str]:
         command = [
-            binaries("postgres"),
+            (binaries or find_postgres())("postgres"),
             "-D",
             str(self.pgdata),
             "-p",
@@ -138,7 +132,18 @@ class PostgresService:
         if self.profile.ephemeral:
             for setting in EPHEMERAL_SETTINGS:
                 command += ["-c", setting]
-        self.process.start(command, user=user, cwd=Path("/"))
+        return command
+
+    def start(self, timeout: float = 30.0) -> bool:
+        """Start if not running; True when this call started it. The port was checked by the
+        manager before anything started."""
+        if self.is_running():
+            return False
+        binaries = find_postgres()
+        user = self.user
+        if not (self.pgdata / "PG_VERSION").is_file() or not self._made_with_these_secrets():
+            self._initdb(binaries, user)
+        self.process.start(self.command(binaries), user=user, cwd=Path("/"))
         wait_until(
             lambda: self.is_ready(binaries),
             timeout=timeout,

@@ -15,7 +15,7 @@ import redis
 from dashtam.core.config import Settings
 from dashtam.core.errors import UserError
 from dashtam.devenv.binaries import find_redis_server
-from dashtam.devenv.processes import ManagedProcess, require_free_port, wait_until
+from dashtam.devenv.processes import ManagedProcess, wait_until
 from dashtam.devenv.profiles import Profile
 
 # What the app's user may do: every key and command except the @dangerous ones (FLUSHALL,
@@ -91,8 +91,16 @@ class RedisService:
         ]
         return "\n".join(lines) + "\n"
 
+    def command(self) -> list[str]:
+        return [find_redis_server(), str(self.config_file)]
+
+    def fingerprint(self) -> dict[str, str]:
+        """What it runs with, for `up` to notice a change: its settings are in the file it
+        reads, not on its command line (a digest: the file names a password's hash)."""
+        return {"redis.conf": hashlib.sha256(self.config().encode()).hexdigest()[:16]}
+
     def start(self, timeout: float = 15.0) -> bool:
-        """Start if not running; True when this call started it.
+        """Start if not running; True when this call started it (the manager checked the port).
 
         Our server still running with another env file's credentials (the env file was
         regenerated, or it predates Redis authentication) is restarted with these.
@@ -106,14 +114,12 @@ class RedisService:
                 f"REDIS_PASSWORD is not set in {self.profile.env_file}.",
                 hint="Run `make setup` to add a generated one.",
             )
-        binary = find_redis_server()
-        require_free_port(self.port, "REDIS_PORT", self.profile.env_file)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.touch(mode=0o600)
         self.config_file.chmod(0o600)
         self.config_file.write_text(self.config())
-        self.process.start([binary, str(self.config_file)], cwd=Path("/"))
+        self.process.start(self.command(), cwd=Path("/"), settings=self.fingerprint())
         wait_until(
             self.is_ready, timeout=timeout, what=f"Redis on port {self.port}", process=self.process
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -146,7 +147,7 @@ def require_spec(settings: Settings, key: str) -> ProviderSpec:
     return spec
 
 
-def check_redirect_uri(settings: Settings) -> None:
+def check_redirect_uri(settings: Settings, env_file: Path | None = None) -> None:
     """Refuse to start when the registered redirect URI is not exactly the callback server's.
 
     Schwab compares the redirect URI byte for byte, so a drifted port, scheme or trailing slash
@@ -154,10 +155,12 @@ def check_redirect_uri(settings: Settings) -> None:
     """
     expected = settings.callback_base_url + CALLBACK_PATH
     if expected != settings.SCHWAB_REDIRECT_URI:
+        register = "" if settings.uses_sandbox else ", and register that exact URL with Schwab"
         raise ConfigurationError(
             "SCHWAB_REDIRECT_URI does not match the callback server.\n"
             f"  SCHWAB_REDIRECT_URI: {settings.SCHWAB_REDIRECT_URI}\n"
-            f"  callback server:     {expected}  (CALLBACK_TLS, CALLBACK_PORT)\n"
-            "Set SCHWAB_REDIRECT_URI to the callback server's URL (and register that exact URL "
-            "with Schwab), or change CALLBACK_PORT/CALLBACK_TLS to match it."
+            f"  callback server:     {expected}  (CALLBACK_TLS, CALLBACK_PORT)",
+            hint="CALLBACK_PORT, CALLBACK_TLS and SCHWAB_REDIRECT_URI change together: set "
+            f"SCHWAB_REDIRECT_URI={expected} in {env_file or 'the env file'}{register} - or "
+            "change CALLBACK_PORT/CALLBACK_TLS back to match it.",
         )
