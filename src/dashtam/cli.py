@@ -323,9 +323,8 @@ def backup(
     key ids it needs, in one tar file (default folder: backups/). No keys unless asked."""
     from dashtam.backups import backup as make_backup
 
-    summary = asyncio.run(
-        make_backup(_profile(env).settings(), env.value, output, include_keys=include_keys)
-    )
+    settings = _manager(env, "postgres").settings
+    summary = asyncio.run(make_backup(settings, env.value, output, include_keys=include_keys))
     size = summary.path.stat().st_size
     console.print(
         f"wrote {summary.path} ({size:,} bytes): {len(summary.tables)} tables, "
@@ -349,10 +348,11 @@ def restore(
     """Restore a backup into an environment's empty database (one that is not empty is
     refused), migrate it to head, and check every row count and token."""
     from dashtam.backups import restore as restore_backup
-    from dashtam.devenv.manager import EnvironmentManager
 
-    manager = EnvironmentManager(_profile(env))
-    manager.start_services()  # not migrating: the database must stay empty until restored
+    if not file.is_file():
+        raise UserError(f"{file} is not a file.", hint="Name a file `dashtam backup` wrote.")
+    manager = _manager(env)
+    manager.up(servers=False, migrate=False)  # the database must stay empty until restored
     summary, tokens = asyncio.run(restore_backup(manager.settings, file))
     console.print(
         f"restored {summary.path} into {manager.settings.database_name!r}: "

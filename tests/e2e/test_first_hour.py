@@ -183,6 +183,8 @@ STOPPED: list[Case] = [
     ("keys generate", ["keys", "generate"], 0, ()),
     ("auth sweep", ["auth", "sweep"], 2, NOT_RUNNING),
     ("verify", ["verify"], 2, NOT_RUNNING),
+    ("backup", ["backup"], 2, NOT_RUNNING),
+    ("restore", ["restore", "no-such-backup.tar"], 2, ("no-such-backup.tar is not a file",)),
     ("monitor", ["monitor"], 2, ("The dev app is not running", "make up")),
     ("monitor", ["monitor", "--stop"], 0, ("Prometheus was not running",)),
     ("clean", ["clean", "--env", "test", "--yes"], 0, ("test data deleted",)),

@@ -585,9 +585,10 @@ class EnvironmentManager:
         return asyncio.run(init_db(self.settings))
 
     # -- whole environment ------------------------------------------------------------------
-    def up(self, *, servers: bool, rebuild: bool = False) -> bool:
+    def up(self, *, servers: bool, rebuild: bool = False, migrate: bool = True) -> bool:
         """Bring the environment up; True if anything had to be (re)started. `rebuild`: the
-        test template is rebuilt even when it is up to date."""
+        test template is rebuilt even when it is up to date; `migrate=False` leaves the
+        database as it is (a restore needs it empty)."""
         from dashtam.core.redis import check_redis
 
         units = self.units(servers=servers)
@@ -598,7 +599,8 @@ class EnvironmentManager:
         try:
             self._start_services(started, verdicts)
             check_redis(self.settings)  # before migrating or starting anything that needs it
-            self.say(f"  {self.init_database(rebuild=rebuild)}")
+            if migrate:
+                self.say(f"  {self.init_database(rebuild=rebuild)}")
             if servers:
                 self._start_servers(started, verdicts)
         except BaseException as error:
