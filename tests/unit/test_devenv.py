@@ -16,7 +16,8 @@ from dashtam.core.envfile import parse_env_file
 from dashtam.devenv.binaries import find_redis_server
 from dashtam.devenv.certs import ensure_certificates
 from dashtam.devenv.isolated import PORT_SETTINGS, free_ports, make_isolated_copy
-from dashtam.devenv.processes import ManagedProcess
+from dashtam.devenv.manager import Action, Unit
+from dashtam.devenv.processes import ManagedProcess, digests
 from dashtam.devenv.profiles import Profile
 from dashtam.devenv.setup import PLACEHOLDER, generate_env_file
 
@@ -208,3 +209,37 @@ def test_a_maintained_redis_on_path_is_preferred(
     machine = fake_server(tmp_path, "redis-server", "Redis server v=7.2.4 sha=00000000:0")
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     assert find_redis_server() == str(machine)
+
+
+def _unit(process: ManagedProcess, settings: dict[str, str]) -> Unit:
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    return Unit(
+        "thing",
+        "Thing",
+        process,
+        None,
+        "",
+        lambda: True,
+        command.copy,
+        lambda: process.start(command, settings=digests(settings)),
+        digests(settings),
+    )
+
+
+def test_a_process_started_with_other_settings_is_judged_stale_naming_them(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL kept running with the roles of an older env file: its bootstrap never ran."""
+    process = managed(tmp_path)
+    before = {"POSTGRES_OWNER_USER": "owner", "POSTGRES_PASSWORD": "one"}
+    _unit(process, before).launch()
+    try:
+        assert _unit(process, before).judge().action is Action.KEEP
+        changed = _unit(process, before | {"POSTGRES_PASSWORD": "two"}).judge()
+        assert changed.action is Action.RESTART
+        assert changed.changed == ("POSTGRES_PASSWORD",)
+        assert "two" not in process.config_file.read_text()  # digests, never values
+        process.config_file.unlink()  # started by a Dashtam that recorded nothing
+        assert _unit(process, before).judge().action is Action.RESTART
+    finally:
+        process.stop(timeout=5)

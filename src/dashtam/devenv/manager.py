@@ -13,7 +13,6 @@ down` start fast.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
 import socket
@@ -39,6 +38,7 @@ from dashtam.devenv.processes import (
     MARKER,
     ManagedProcess,
     describe,
+    digests,
     port_in_use,
     port_owner,
     stop_processes,
@@ -63,14 +63,10 @@ PORT_VARIABLES = (
 
 
 def settings_digests(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
-    """A digest of every setting a process runs with (never the value: many are secrets), so
-    `up` can tell which ones changed since it started."""
+    """Every setting an app process runs with, digested."""
     values: dict[str, object] = {name: getattr(settings, name) for name in Settings.model_fields}
     values |= {key: value for key, value in env.items() if key.startswith("SANDBOX_")}
-    return {
-        key: hashlib.sha256(f"{key}={value!r}".encode()).hexdigest()[:16]
-        for key, value in sorted(values.items())
-    }
+    return digests(values)
 
 
 @dataclass(frozen=True)
@@ -337,6 +333,7 @@ class EnvironmentManager:
                 postgres.is_ready,
                 postgres.command,
                 postgres.start,
+                postgres.fingerprint(),
             ),
             Unit(
                 "redis",

@@ -18,7 +18,7 @@ import asyncpg
 from dashtam.core.config import Settings
 from dashtam.core.errors import UserError
 from dashtam.devenv.binaries import PostgresBinaries, find_postgres
-from dashtam.devenv.processes import ManagedProcess, wait_until
+from dashtam.devenv.processes import ManagedProcess, digests, wait_until
 from dashtam.devenv.profiles import Profile
 
 ADMIN_ROLE = "postgres"
@@ -30,6 +30,15 @@ EPHEMERAL_SETTINGS = (
     "synchronous_commit=off",
     "full_page_writes=off",
     "autovacuum=off",
+)
+# What `bootstrap` applies; a change restarts the server so that it is applied.
+BOOTSTRAP_SETTINGS = (
+    "POSTGRES_DB",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_OWNER_USER",
+    "POSTGRES_OWNER_PASSWORD",
+    "POSTGRES_ADMIN_PASSWORD",
 )
 HBA = """# Written by Dashtam: password (SCRAM) logins over loopback only.
 host all all 127.0.0.1/32 scram-sha-256
@@ -134,6 +143,12 @@ class PostgresService:
                 command += ["-c", setting]
         return command
 
+    def fingerprint(self) -> dict[str, str]:
+        """The settings `bootstrap` applies (roles, passwords, database): when one changes, the
+        server is restarted so that they are applied."""
+        settings = self.settings
+        return digests({name: getattr(settings, name) for name in BOOTSTRAP_SETTINGS})
+
     def start(self, timeout: float = 30.0) -> bool:
         """Start if not running; True when this call started it. The port was checked by the
         manager before anything started."""
@@ -143,7 +158,9 @@ class PostgresService:
         user = self.user
         if not (self.pgdata / "PG_VERSION").is_file() or not self._made_with_these_secrets():
             self._initdb(binaries, user)
-        self.process.start(self.command(binaries), user=user, cwd=Path("/"))
+        self.process.start(
+            self.command(binaries), user=user, cwd=Path("/"), settings=self.fingerprint()
+        )
         wait_until(
             lambda: self.is_ready(binaries),
             timeout=timeout,

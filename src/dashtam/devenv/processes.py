@@ -8,6 +8,7 @@ is known as ours even after the process we launched is gone, and is stopped with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -160,6 +161,15 @@ class ManagedProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log yet)"
+
+
+def digests(values: Mapping[str, object]) -> dict[str, str]:
+    """A digest per setting (never its value: many are secrets), so a process's recorded
+    settings tell which ones changed since it started."""
+    return {
+        key: hashlib.sha256(f"{key}={value!r}".encode()).hexdigest()[:16]
+        for key, value in sorted(values.items())
+    }
 
 
 def _is_live(pid: int, started: float) -> bool:

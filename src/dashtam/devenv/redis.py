@@ -15,7 +15,7 @@ import redis
 from dashtam.core.config import Settings
 from dashtam.core.errors import UserError
 from dashtam.devenv.binaries import find_redis_server
-from dashtam.devenv.processes import ManagedProcess, wait_until
+from dashtam.devenv.processes import ManagedProcess, digests, wait_until
 from dashtam.devenv.profiles import Profile
 
 # What the app's user may do: every key and command except the @dangerous ones (FLUSHALL,
@@ -97,7 +97,7 @@ class RedisService:
     def fingerprint(self) -> dict[str, str]:
         """What it runs with, for `up` to notice a change: its settings are in the file it
         reads, not on its command line (a digest: the file names a password's hash)."""
-        return {"redis.conf": hashlib.sha256(self.config().encode()).hexdigest()[:16]}
+        return digests({"redis.conf": self.config()})
 
     def start(self, timeout: float = 15.0) -> bool:
         """Start if not running; True when this call started it (the manager checked the port).
