@@ -18,7 +18,7 @@ export DASHTAM_TEST_WORKERS := $(WORKERS)
 .PHONY: help setup certs install up down restart logs status clean migrate migration \
 	keys-rotate verify backup restore auth-sweep db-shell redis-cli test-setup test-up test-down test-status test-logs \
 	test-db-shell test-redis-cli test-unit test-integration test-api test-e2e test test-clean lint \
-	format typecheck ci coverage bench monitor monitor-down
+	format typecheck ci coverage bench monitor monitor-down prod-setup prod-up prod-down
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -92,6 +92,15 @@ db-shell: install ## psql on the dev database (ENV=test for test)
 
 redis-cli: install ## Redis shell (iredis) on the dev Redis index (ENV=test for test)
 	$(DASHTAM) redis-cli --env $(ENV)
+
+prod-setup: install ## Generate env/.env.prod (fresh 32-byte secrets) for the production compose file and `make prod-up`
+	$(DASHTAM) setup --prod
+
+prod-up: install ## The production topology on this machine: Caddy (HTTPS), APP_WORKERS app workers, callback, worker, own PostgreSQL and Redis (env/.env.prod)
+	$(DASHTAM) up --env prod
+
+prod-down: install ## Stop the production topology of `make prod-up` (data is kept)
+	$(DASHTAM) down --env prod
 
 monitor: install ## Start Prometheus scraping the dev app and worker, with the alert rules (docs/monitoring.md)
 	$(DASHTAM) monitor --env $(ENV)

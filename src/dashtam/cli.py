@@ -48,6 +48,7 @@ R = TypeVar("R")
 class EnvName(StrEnum):
     dev = "dev"
     test = "test"
+    prod = "prod"
 
 
 EnvOption = Annotated[EnvName, typer.Option("--env", "-e", help="Which environment.")]
@@ -95,14 +96,18 @@ def _manager(env: EnvName | Profile, *needs: str) -> EnvironmentManager:
 
 @app.command()
 @user_errors
-def setup() -> None:
+def setup(
+    prod: Annotated[
+        bool, typer.Option("--prod", help="Also env/.env.prod (the production topology).")
+    ] = False,
+) -> None:
     """Generate env/.env.dev and env/.env.test (fresh secrets) and the dev certificate."""
     from dashtam.core.config import PROJECT_ROOT
     from dashtam.devenv.certs import ensure_certificates
-    from dashtam.devenv.profiles import DEV, TEST
+    from dashtam.devenv.profiles import DEV, PROD, TEST
     from dashtam.devenv.setup import generate_env_file
 
-    for profile in (DEV, TEST):
+    for profile in (DEV, TEST, PROD) if prod else (DEV, TEST):
         written = generate_env_file(profile)
         shown = profile.env_file
         if shown.is_relative_to(PROJECT_ROOT):
@@ -149,6 +154,8 @@ def up(
         settings = manager.settings
         console.print(f"API:      {settings.app_base_url}  (docs: {settings.app_base_url}/docs)")
         console.print(f"Callback: {settings.callback_base_url}")
+        if manager.profile.production:
+            console.print(f"Public:   {settings.public_url}  (Caddy in front of both)")
     console.print(f"ready in {time.perf_counter() - started:.1f}s")
 
 

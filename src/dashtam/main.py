@@ -112,5 +112,6 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(users_router, prefix=API_PREFIX)
     install_providers(app, settings, API_PREFIX)
     app.include_router(accounts_router, prefix=API_PREFIX)
-    install_docs(app)
+    if settings.docs_enabled:  # API_DOCS_ENABLED; off in production unless switched on
+        install_docs(app)
     return app

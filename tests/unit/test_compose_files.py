@@ -8,6 +8,7 @@ dev, test and CI can run at the same time on one machine.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -741,3 +742,175 @@ def test_dockerfile_is_hadolint_clean() -> None:
     hadolint = ROOT / ".venv" / "bin" / "hadolint"
     result = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- production --------------------------------------------------------------------------------
+PROD_SERVICES = {
+    "postgres",
+    "redis",
+    "migrate",
+    "app",
+    "callback",
+    "worker",
+    "caddy",
+    "caddy-volumes",
+    "prometheus",
+    "grafana",
+}
+ONE_SHOT = {"migrate", "caddy-volumes"}
+OUR_IMAGE = {"migrate", "app", "callback", "worker"}
+
+
+def render_prod(
+    compose: Compose, workdir: Path, drop: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    env_file = workdir / ".env.prod"
+    values = make_env_file(ROOT / "env" / ".env.prod.example", env_file, drop=drop)
+    return run_config(compose, "prod", env_file, workdir), values
+
+
+@pytest.fixture(scope="module")
+def prod(
+    compose: Compose, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Config, dict[str, str]]:
+    result, values = render_prod(compose, tmp_path_factory.mktemp("compose-prod"))
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout), values
+
+
+def test_prod_services_and_what_is_published(prod: tuple[Config, dict[str, str]]) -> None:
+    config, values = prod
+    services = config["services"]
+    assert set(services) == PROD_SERVICES
+    published = {
+        name: published_ports(spec) for name, spec in services.items() if spec.get("ports")
+    }
+    assert published == {
+        "caddy": {int(values["PROXY_HTTPS_PORT"]): 443, int(values["PROXY_HTTP_PORT"]): 80},
+        "grafana": {int(values["GRAFANA_PORT"]): 3000},
+    }
+    assert published_host_addresses(services["grafana"]) == ["127.0.0.1"]
+
+
+def test_prod_data_services_are_on_the_internal_network_only(
+    prod: tuple[Config, dict[str, str]],
+) -> None:
+    config, _ = prod
+    networks = config["networks"]
+    assert networks["internal"]["internal"] is True
+    for name in ("postgres", "redis", "callback", "prometheus", "migrate"):
+        assert set(config["services"][name]["networks"]) == {"internal"}, name
+    assert set(config["services"]["app"]["networks"]) == {"internal", "egress"}  # calls Schwab
+    assert set(config["services"]["worker"]["networks"]) == {"internal", "egress"}
+    assert set(config["services"]["caddy"]["networks"]) == {"edge", "internal"}
+    assert not networks["edge"].get("internal")
+    assert not networks["egress"].get("internal")
+
+
+def test_prod_containers_are_locked_down(prod: tuple[Config, dict[str, str]]) -> None:
+    config, _ = prod
+    for name, spec in config["services"].items():
+        assert spec["read_only"] is True, name
+        assert spec["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in spec["security_opt"], name
+        if name in ONE_SHOT:
+            assert spec["restart"] == "no", name
+            continue
+        assert spec["restart"] == "unless-stopped", name
+        assert healthcheck_test(spec)[0] in ("CMD", "CMD-SHELL"), name
+        limits = spec["deploy"]["resources"]["limits"]
+        assert limits["memory"], name
+        assert limits["cpus"], name
+        if name in OUR_IMAGE:
+            assert spec["build"]["target"] == "prod", name  # USER 10001 (tested above)
+        else:
+            user = str(spec["user"]).split(":")[0]
+            assert user not in ("0", "root"), name
+    assert config["services"]["caddy"]["cap_add"] == ["NET_BIND_SERVICE"]
+
+
+def test_prod_app_workers_metrics_and_roles(prod: tuple[Config, dict[str, str]]) -> None:
+    config, values = prod
+    services = config["services"]
+    app = environment(services["app"])
+    assert int(app["APP_WORKERS"]) >= 2
+    assert app["PROMETHEUS_MULTIPROC_DIR"].startswith("/run/dashtam")
+    assert "/run/dashtam" in tmpfs(services["app"])
+    assert app["DASHTAM_MIGRATE_ON_START"] == "false"
+    assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert command(services["migrate"]) == ["migrate"]
+    owner = values["POSTGRES_OWNER_PASSWORD"]
+    assert environment(services["migrate"])["POSTGRES_OWNER_PASSWORD"] == owner
+    for name in ("app", "callback", "worker"):
+        env = environment(services[name])
+        assert env["POSTGRES_OWNER_PASSWORD"] == "", name  # the runtime role only
+        assert env["ENVIRONMENT"] == "production", name
+        assert env["METRICS_TOKEN"] == values["METRICS_TOKEN"], name
+        assert (env["POSTGRES_HOST"], env["REDIS_HOST"]) == ("postgres", "redis"), name
+    assert environment(services["worker"])["WORKER_METRICS_PORT"] == "9464"
+
+
+def test_prod_trusts_only_caddy(prod: tuple[Config, dict[str, str]]) -> None:
+    config, _ = prod
+    caddy = config["services"]["caddy"]["networks"]["edge"]["ipv4_address"]
+    subnet = config["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(caddy) in ipaddress.ip_network(subnet)
+    for name in ("app", "callback", "worker"):
+        assert environment(config["services"][name])["TRUSTED_PROXIES"] == caddy, name
+
+
+def test_prod_caddy_and_prometheus_configuration(prod: tuple[Config, dict[str, str]]) -> None:
+    config, values = prod
+    caddy = config["services"]["caddy"]
+    assert Path(mounts(caddy)["/etc/caddy/Caddyfile"]).resolve() == ROOT / "deploy/caddy/Caddyfile"
+    env = environment(caddy)
+    assert env["PUBLIC_DOMAIN"] == values["PUBLIC_DOMAIN"]
+    assert (env["APP_UPSTREAM"], env["CALLBACK_UPSTREAM"]) == ("app:8000", "callback:8182")
+    prometheus = config["services"]["prometheus"]
+    assert Path(mounts(prometheus)["/etc/prometheus"]).resolve() == MONITORING
+    script = " ".join(command(prometheus))
+    assert "--config.file=/etc/prometheus/prometheus.prod.yml" in script
+    scrape = yaml.safe_load((MONITORING / "prometheus.prod.yml").read_text())["scrape_configs"]
+    token_files = {job["authorization"]["credentials_file"] for job in scrape}
+    assert token_files == {"/run/secrets/METRICS_TOKEN"}
+    assert "> /run/secrets/METRICS_TOKEN" in script
+    assert "/run/secrets" in tmpfs(prometheus)  # the token never touches a disk
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "PUBLIC_DOMAIN",
+        "JWT_SECRET_KEY",
+        "METRICS_TOKEN",
+        "REDIS_PASSWORD",
+        "POSTGRES_OWNER_PASSWORD",
+    ],
+)
+def test_prod_refuses_a_missing_setting_by_name(
+    missing: str, compose: Compose, tmp_path: Path
+) -> None:
+    result, _ = render_prod(compose, tmp_path, drop=(missing,))
+    assert result.returncode != 0
+    assert f"{missing} is not set" in result.stderr
+
+
+def test_caddyfile_is_valid_for_the_containers(tmp_path: Path) -> None:
+    caddy = ROOT / ".venv" / "bin" / "caddy"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "PUBLIC_DOMAIN": "dashtam.example",
+        "CADDY_TLS": "",  # automatic HTTPS: validating fetches no certificate
+        "CADDY_ADMIN": "127.0.0.1:2019",
+        "APP_UPSTREAM": "app:8000",
+        "CALLBACK_UPSTREAM": "callback:8182",
+    }
+    command_line = [str(caddy), "validate", "--config", str(ROOT / "deploy/caddy/Caddyfile")]
+    result = subprocess.run(
+        [*command_line, "--adapter", "caddyfile"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Valid configuration" in result.stdout + result.stderr

@@ -103,13 +103,14 @@ def tmp_profile(tmp_path: Path, example_text: str) -> Profile:
 
 def test_env_generation_replaces_placeholders_and_keeps_existing_files(tmp_path: Path) -> None:
     profile = tmp_profile(
-        tmp_path, f"A=1\nSECRET_KEY={PLACEHOLDER}\nTOKEN_ENCRYPTION_KEYS={PLACEHOLDER}\n"
+        tmp_path,
+        f"A=1\nCALLBACK_SHARED_SECRET={PLACEHOLDER}\nTOKEN_ENCRYPTION_KEYS={PLACEHOLDER}\n",
     )
     assert generate_env_file(profile) is True
     first = parse_env_file(profile.env_file)
     assert first["A"] == "1"
-    assert PLACEHOLDER not in first["SECRET_KEY"]
-    assert len(first["SECRET_KEY"]) >= 40
+    assert PLACEHOLDER not in first["CALLBACK_SHARED_SECRET"]
+    assert len(first["CALLBACK_SHARED_SECRET"]) >= 40
     assert first["TOKEN_ENCRYPTION_KEYS"].startswith("k1:")
     assert profile.env_file.stat().st_mode & 0o077 == 0  # owner-only: it holds secrets
     assert generate_env_file(profile) is False

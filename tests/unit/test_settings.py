@@ -62,11 +62,12 @@ def test_explicit_database_url_wins_over_parts() -> None:
 def production(**secrets: str) -> Settings:
     """Production settings with strong secrets, except those given."""
     strong = {
-        "SECRET_KEY": token_urlsafe(32),
         "JWT_SECRET_KEY": token_urlsafe(32),
         "TOKEN_ENCRYPTION_KEYS": f"k1:{generate_key()}",
         "CALLBACK_SHARED_SECRET": token_urlsafe(32),
         "REDIS_PASSWORD": token_urlsafe(32),
+        "METRICS_TOKEN": token_urlsafe(32),
+        "SANDBOX_ENABLED": "true",
     }
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -85,7 +86,7 @@ def test_production_starts_with_generated_secrets() -> None:
     assert production().ENVIRONMENT is Environment.PRODUCTION
 
 
-@pytest.mark.parametrize("field", ["SECRET_KEY", "JWT_SECRET_KEY", "CALLBACK_SHARED_SECRET"])
+@pytest.mark.parametrize("field", ["JWT_SECRET_KEY", "CALLBACK_SHARED_SECRET", "METRICS_TOKEN"])
 @pytest.mark.parametrize(
     ("secret", "reason"),
     [
@@ -210,3 +211,50 @@ def test_an_external_redis_url_gets_credentials_only_when_it_has_none() -> None:
 def test_production_refuses_redis_without_a_strong_password(password: str, reason: str) -> None:
     with pytest.raises(ConfigurationError, match=f"REDIS_PASSWORD is .*{reason}"):
         production(REDIS_PASSWORD=password)
+
+
+# ---- production fails closed -------------------------------------------------------------------
+@pytest.mark.parametrize("token", ["", "change_me"])
+def test_production_metrics_need_a_token(token: str) -> None:
+    with pytest.raises(ConfigurationError, match="METRICS_TOKEN is missing or a placeholder"):
+        production(METRICS_TOKEN=token)
+    assert production(METRICS_TOKEN=token, METRICS_ENABLED="false").METRICS_ENABLED is False
+
+
+def test_production_never_uses_the_sandbox_silently() -> None:
+    with pytest.raises(ConfigurationError, match="SANDBOX_ENABLED is not set"):
+        production(SANDBOX_ENABLED="")
+    with pytest.raises(ConfigurationError, match="SCHWAB_CLIENT_ID or SCHWAB_CLIENT_SECRET"):
+        production(SANDBOX_ENABLED="false")
+    schwab = production(SANDBOX_ENABLED="false", SCHWAB_CLIENT_ID="id", SCHWAB_CLIENT_SECRET="s")
+    assert schwab.uses_sandbox is False
+    assert production(SANDBOX_ENABLED="true").uses_sandbox is True
+
+
+def test_the_sandbox_outside_production_follows_the_credentials_unless_told() -> None:
+    def dev(**values: str) -> Settings:
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+    assert dev().uses_sandbox is True
+    assert dev(SCHWAB_CLIENT_ID="id", SCHWAB_CLIENT_SECRET="s").uses_sandbox is False
+    told = dev(SCHWAB_CLIENT_ID="id", SCHWAB_CLIENT_SECRET="s", SANDBOX_ENABLED="true")
+    assert told.uses_sandbox is True
+
+
+def test_api_docs_are_off_in_production_unless_switched_on() -> None:
+    assert production().docs_enabled is False
+    assert production(API_DOCS_ENABLED="true").docs_enabled is True
+    assert Settings(_env_file=None).docs_enabled is True  # type: ignore[call-arg]
+
+
+def test_the_public_url_is_caddys() -> None:
+    assert production().public_url == ""
+    assert production(PUBLIC_DOMAIN="dashtam.example").public_url == "https://dashtam.example"
+    local = production(PUBLIC_DOMAIN="localhost", PROXY_HTTPS_PORT="8443")
+    assert local.public_url == "https://localhost:8443"
+
+
+def test_secret_key_is_gone_because_nothing_used_it() -> None:
+    assert "SECRET_KEY" not in Settings.model_fields
+    for example in Path(__file__).resolve().parents[2].glob("env/.env.*.example"):
+        assert "\nSECRET_KEY=" not in "\n" + example.read_text(), example.name

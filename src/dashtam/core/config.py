@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import (
     NonNegativeInt,
+    PositiveInt,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -51,13 +52,12 @@ RedisUser = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PLACEHOLDER_MARKERS = ("change_me", "changeme", "placeholder", "replace-me")
 SECRET_FIELDS = (
-    "SECRET_KEY",
     "JWT_SECRET_KEY",
     "TOKEN_ENCRYPTION_KEYS",
     "CALLBACK_SHARED_SECRET",
 )
 # Shared secrets whose text is the key itself; TOKEN_ENCRYPTION_KEYS holds encoded keys.
-TEXT_SECRET_FIELDS = ("SECRET_KEY", "JWT_SECRET_KEY", "CALLBACK_SHARED_SECRET")
+TEXT_SECRET_FIELDS = ("JWT_SECRET_KEY", "CALLBACK_SHARED_SECRET")
 
 
 class Environment(StrEnum):
@@ -113,7 +113,6 @@ class Settings(BaseSettings):
     REDIS_PASSWORD: str = ""
     REDIS_KEY_PREFIX: str = "dashtam:"
 
-    SECRET_KEY: str = ""
     JWT_SECRET_KEY: str = ""
     # HMAC only: the key is a shared secret, and decoding accepts this one algorithm.
     JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -197,6 +196,20 @@ class Settings(BaseSettings):
     WORKER_METRICS_PORT: NonNegativeInt = 0  # 0: the worker serves no metrics
     PROMETHEUS_PORT: int = 9090  # `make monitor`
 
+    # The production topology (docs/production.md): Caddy serves HTTPS for PUBLIC_DOMAIN with
+    # PROXY_TLS `acme` (automatic, a real domain), `files` (TLS_CERT_FILE/TLS_KEY_FILE) or
+    # `internal` (Caddy's own CA), in front of the app's APP_WORKERS uvicorn workers.
+    PUBLIC_DOMAIN: str = ""
+    PROXY_TLS: Literal["acme", "files", "internal"] = "files"
+    PROXY_HTTPS_PORT: int = 443
+    PROXY_HTTP_PORT: int = 80
+    APP_WORKERS: PositiveInt = 1
+    # /docs, /redoc and /openapi.json; unset: on everywhere but in production.
+    API_DOCS_ENABLED: bool | None = None
+    # The built-in Schwab sandbox; unset: used when no Schwab credentials are set. Production
+    # requires it to be set, so the sandbox is never used there by accident.
+    SANDBOX_ENABLED: bool | None = None
+
     @field_validator("LOG_LEVEL")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -263,6 +276,42 @@ class Settings(BaseSettings):
                 f"REDIS_PASSWORD is too weak for production: {reason}. Use at least 32 random "
                 f"bytes ({GENERATE_HINT})."
             )
+        return self
+
+    @field_validator("SANDBOX_ENABLED", "API_DOCS_ENABLED", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _production_fails_closed(self) -> Self:
+        """Nothing in production is decided by a missing setting."""
+        if self.ENVIRONMENT is not Environment.PRODUCTION:
+            return self
+        has_schwab = bool(self.SCHWAB_CLIENT_ID and self.SCHWAB_CLIENT_SECRET)
+        if self.SANDBOX_ENABLED is None:
+            raise ConfigurationError(
+                "SANDBOX_ENABLED is not set; production never falls back to the sandbox "
+                "silently. Set SCHWAB_CLIENT_ID and SCHWAB_CLIENT_SECRET with "
+                "SANDBOX_ENABLED=false, or SANDBOX_ENABLED=true to run on the sandbox on purpose."
+            )
+        if not self.SANDBOX_ENABLED and not has_schwab:
+            raise ConfigurationError(
+                "SANDBOX_ENABLED=false but SCHWAB_CLIENT_ID or SCHWAB_CLIENT_SECRET is empty; "
+                "set both (your Schwab app registration)."
+            )
+        if self.METRICS_ENABLED:
+            token = self.METRICS_TOKEN
+            reason = (
+                "is missing or a placeholder"
+                if not token or any(marker in token.lower() for marker in PLACEHOLDER_MARKERS)
+                else weak_secret_reason(token)
+            )
+            if reason:
+                raise ConfigurationError(
+                    f"METRICS_TOKEN {reason}; production metrics are for the bearer of a "
+                    f"token only. Set METRICS_TOKEN ({GENERATE_HINT}), or METRICS_ENABLED=false."
+                )
         return self
 
     @model_validator(mode="after")
@@ -378,9 +427,28 @@ class Settings(BaseSettings):
         return Path(self.TLS_KEY_FILE) if self.TLS_KEY_FILE else CERT_DIR / "dev-key.pem"
 
     @property
+    def public_url(self) -> str:
+        """Where people reach Dashtam through the proxy ("" when no proxy is configured)."""
+        if not self.PUBLIC_DOMAIN:
+            return ""
+        port = "" if self.PROXY_HTTPS_PORT == 443 else f":{self.PROXY_HTTPS_PORT}"
+        return f"https://{self.PUBLIC_DOMAIN}{port}"
+
+    @property
+    def docs_enabled(self) -> bool:
+        if self.API_DOCS_ENABLED is not None:
+            return self.API_DOCS_ENABLED
+        return self.ENVIRONMENT is not Environment.PRODUCTION
+
+    @property
     def uses_sandbox(self) -> bool:
-        """Schwab itself only when its credentials are set and we are not testing."""
-        return self.TESTING or not (self.SCHWAB_CLIENT_ID and self.SCHWAB_CLIENT_SECRET)
+        """Schwab itself only when its credentials are set and we are not testing; an explicit
+        SANDBOX_ENABLED decides otherwise."""
+        if self.TESTING:
+            return True
+        if self.SANDBOX_ENABLED is not None:
+            return self.SANDBOX_ENABLED
+        return not (self.SCHWAB_CLIENT_ID and self.SCHWAB_CLIENT_SECRET)
 
     @property
     def state_dir(self) -> Path:

@@ -46,7 +46,7 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class IsolatedCopy:
     folder: Path
-    settings: dict[str, dict[str, str]]  # env file values per environment ("dev", "test")
+    settings: dict[str, dict[str, str]]  # env file values per environment ("dev", "test", ...)
 
     @property
     def process_env(self) -> dict[str, str]:
@@ -61,18 +61,33 @@ class IsolatedCopy:
         return env
 
 
-def make_isolated_copy(folder: Path) -> IsolatedCopy:
-    """Generate env files (fresh secrets, free ports) for both environments under `folder`."""
+PROXY_PORT_SETTINGS = ("PROXY_HTTPS_PORT", "PROXY_HTTP_PORT")
+
+
+def make_isolated_copy(folder: Path, *, production: bool = False) -> IsolatedCopy:
+    """Generate env files (fresh secrets, free ports) for both environments under `folder`;
+    with `production`, for the prod environment too (its Caddy on free ports as well)."""
     values = {}
-    ports = iter(free_ports(2 * len(PORT_SETTINGS)))
-    for name, ephemeral in (("dev", False), ("test", True)):
-        profile = Profile(name, ephemeral=ephemeral, env_dir=folder / "env")
+    profiles = [Profile("dev", ephemeral=False), Profile("test", ephemeral=True)]
+    if production:
+        profiles.append(Profile("prod", ephemeral=False, production=True))
+    ports = iter(free_ports(len(profiles) * len(PORT_SETTINGS) + len(PROXY_PORT_SETTINGS)))
+    for template in profiles:
+        name = template.name
+        profile = Profile(
+            name, template.ephemeral, env_dir=folder / "env", production=template.production
+        )
         generate_env_file(profile)
         env = parse_env_file(profile.env_file)
         env.update({key: str(next(ports)) for key in PORT_SETTINGS})
-        env["SCHWAB_REDIRECT_URI"] = env["SCHWAB_REDIRECT_URI"].replace(
-            str(8182 if name == "dev" else 8183), env["CALLBACK_PORT"]
-        )
+        if profile.production:  # the callback is reached through Caddy
+            env.update({key: str(next(ports)) for key in PROXY_PORT_SETTINGS})
+            public = f"https://{env['PUBLIC_DOMAIN']}:{env['PROXY_HTTPS_PORT']}"
+            env["SCHWAB_REDIRECT_URI"] = f"{public}/callback"
+        else:
+            env["SCHWAB_REDIRECT_URI"] = env["SCHWAB_REDIRECT_URI"].replace(
+                str(8182 if name == "dev" else 8183), env["CALLBACK_PORT"]
+            )
         write_env_file(profile.env_file, env, "# an isolated copy of Dashtam's environments")
         values[name] = env
     return IsolatedCopy(folder, values)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +50,9 @@ from dashtam.devenv.redis import RedisService
 from dashtam.devenv.setup import generate_env_file
 
 console = Console(stderr=True, highlight=False)
+# prometheus_client's multiprocess folder (core.metrics reads it; not imported here: the CLI
+# stays light).
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 # Settings that must change as one: moving the callback server moves its redirect URI.
 TOGETHER: dict[str, tuple[str, ...]] = {"CALLBACK_PORT": ("SCHWAB_REDIRECT_URI",)}
@@ -79,7 +83,8 @@ class ServerProcess:
     port_variable: str
     health_url: str
     verify: str | bool
-    reloads: bool = False
+    reloads: bool = False  # a supervisor (--reload, --workers) whose child serves
+    env: dict[str, str] = field(default_factory=dict)  # on top of the environment's
 
     @property
     def name(self) -> str:
@@ -141,7 +146,7 @@ def worker_process(profile: Profile, settings: Settings) -> WorkerProcess | None
 
 
 def uvicorn_command(
-    target: str, settings: Settings, port: int, tls: bool, reload: bool
+    target: str, settings: Settings, port: int, tls: bool, reload: bool, workers: int = 1
 ) -> list[str]:
     """How `up` serves an app. uvicorn ignores proxy headers: the apps believe them only from
     TRUSTED_PROXIES (`core.middleware.trust_proxies`), whatever server runs them."""
@@ -153,12 +158,21 @@ def uvicorn_command(
         command += ["--ssl-keyfile", str(settings.tls_key_path)]
     if reload:
         command += ["--reload", "--reload-dir", str(PROJECT_ROOT / "src")]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     return command
 
 
+def metrics_dir(profile: Profile) -> Path:
+    """Where the app's uvicorn workers write their metrics (emptied before they start)."""
+    return profile.run_dir / "metrics"
+
+
 def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess]:
-    """What `up` runs above the services: the app, the callback server, and the sandbox."""
-    reload = not profile.ephemeral
+    """What `up` runs above the services: the app, the callback server, the sandbox, and in
+    production Caddy in front (the app then with APP_WORKERS workers)."""
+    reload = not profile.ephemeral and not profile.production
+    workers = settings.APP_WORKERS
 
     def managed(name: str) -> ManagedProcess:
         return ManagedProcess(
@@ -172,13 +186,19 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
         ServerProcess(
             managed("app"),
             uvicorn_command(
-                "dashtam.main:create_app", settings, settings.APP_PORT, settings.APP_TLS, reload
+                "dashtam.main:create_app",
+                settings,
+                settings.APP_PORT,
+                settings.APP_TLS,
+                reload,
+                workers,
             ),
             settings.APP_PORT,
             "APP_PORT",
             f"{settings.app_base_url}/health",
             cert if settings.APP_TLS else True,
-            reload,
+            reload or workers > 1,
+            {MULTIPROC_VARIABLE: str(metrics_dir(profile))} if workers > 1 else {},
         ),
         ServerProcess(
             managed("callback"),
@@ -214,6 +234,20 @@ def server_processes(profile: Profile, settings: Settings) -> list[ServerProcess
                 "SANDBOX_PORT",
                 f"{settings.sandbox_base_url}/sandbox/stats",
                 True,
+            )
+        )
+    if profile.production:
+        from dashtam.devenv.proxy import caddy_command, caddy_environment
+
+        servers.append(
+            ServerProcess(
+                managed("caddy"),
+                caddy_command(),
+                settings.PROXY_HTTPS_PORT,
+                "PROXY_HTTPS_PORT",
+                f"{settings.public_url}/health",
+                str(settings.tls_cert_path) if settings.PROXY_TLS == "files" else True,
+                env=caddy_environment(profile, settings),
             )
         )
     return servers
@@ -354,8 +388,18 @@ class EnvironmentManager:
         env = process_env(self.profile, settings)
         digests = settings_digests(settings, env)
 
-        def launcher(process: ManagedProcess, command: list[str]) -> Callable[[], object]:
-            return lambda: process.start(command, env=env, cwd=PROJECT_ROOT, settings=digests)
+        def launcher(
+            process: ManagedProcess, command: list[str], extra: dict[str, str]
+        ) -> Callable[[], object]:
+            def launch() -> object:
+                folder = extra.get(MULTIPROC_VARIABLE)
+                if folder:  # the workers' metrics start from nothing
+                    shutil.rmtree(folder, ignore_errors=True)
+                    Path(folder).mkdir(parents=True)
+                environment = env | extra
+                return process.start(command, env=environment, cwd=PROJECT_ROOT, settings=digests)
+
+            return launch
 
         units = [
             Unit(
@@ -366,7 +410,7 @@ class EnvironmentManager:
                 server.port_variable,
                 server.healthy,
                 server.command.copy,
-                launcher(server.process, server.command),
+                launcher(server.process, server.command, server.env),
                 digests,
                 supervises=server.reloads,
                 where=server.health_url.rsplit("/", 1)[0],
@@ -387,7 +431,7 @@ class EnvironmentManager:
                     "WORKER_METRICS_PORT",
                     worker.healthy,
                     command.copy,
-                    launcher(worker.process, command),
+                    launcher(worker.process, command, {}),
                     digests,
                     where=f"queue {queue_name(settings)}",
                 )
@@ -425,6 +469,10 @@ class EnvironmentManager:
 
             check_redirect_uri(self.settings, env_file)
             TokenCipher.from_setting(self.settings.TOKEN_ENCRYPTION_KEYS)
+            if self.profile.production:
+                from dashtam.devenv.proxy import check_proxy
+
+                check_proxy(self.settings)
 
     def _check_other_environment(self, ports: dict[int, list[str]]) -> None:
         """Dev and test run side by side, so they may not share a port."""
@@ -539,9 +587,9 @@ class EnvironmentManager:
         from dashtam.devenv.certs import ensure_certificates
 
         settings = self.settings
-        if (settings.APP_TLS or settings.CALLBACK_TLS) and ensure_certificates(
-            settings.tls_cert_path, settings.tls_key_path
-        ):
+        uses_tls = settings.APP_TLS or settings.CALLBACK_TLS
+        uses_tls |= self.profile.production and settings.PROXY_TLS == "files"
+        if uses_tls and ensure_certificates(settings.tls_cert_path, settings.tls_key_path):
             self.say(f"  generated a self-signed certificate in {settings.tls_cert_path.parent}")
         began = time.perf_counter()
         # Start everything first, then wait: the processes import the app in parallel.

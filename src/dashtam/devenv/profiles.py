@@ -19,11 +19,12 @@ class ServiceMode(StrEnum):
 
 @dataclass(frozen=True)
 class Profile:
-    name: str  # "dev" or "test"
+    name: str  # "dev", "test" or "prod"
     ephemeral: bool  # test: data on tmpfs, durability off, may be dropped
     env_dir: Path = ENV_DIR
     example_dir: Path = EXAMPLE_ENV_DIR
     state_root: Path = STATE_ROOT
+    production: bool = False  # prod: Caddy in front, several app workers, no reload
 
     @property
     def env_file(self) -> Path:
@@ -74,4 +75,5 @@ class Profile:
 
 DEV = Profile("dev", ephemeral=False)
 TEST = Profile("test", ephemeral=True)
-PROFILES = {"dev": DEV, "test": TEST}
+PROD = Profile("prod", ephemeral=False, production=True)
+PROFILES = {"dev": DEV, "test": TEST, "prod": PROD}

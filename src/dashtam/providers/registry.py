@@ -153,14 +153,18 @@ def check_redirect_uri(settings: Settings, env_file: Path | None = None) -> None
     Schwab compares the redirect URI byte for byte, so a drifted port, scheme or trailing slash
     only shows up as a failed login; saying so at start-up is kinder.
     """
-    expected = settings.callback_base_url + CALLBACK_PATH
+    # Behind the proxy, people (and Schwab's redirect) reach the callback through it.
+    expected = (settings.public_url or settings.callback_base_url) + CALLBACK_PATH
+    named = (
+        "PUBLIC_DOMAIN/PROXY_HTTPS_PORT" if settings.public_url else "CALLBACK_PORT/CALLBACK_TLS"
+    )
     if expected != settings.SCHWAB_REDIRECT_URI:
         register = "" if settings.uses_sandbox else ", and register that exact URL with Schwab"
         raise ConfigurationError(
             "SCHWAB_REDIRECT_URI does not match the callback server.\n"
             f"  SCHWAB_REDIRECT_URI: {settings.SCHWAB_REDIRECT_URI}\n"
-            f"  callback server:     {expected}  (CALLBACK_TLS, CALLBACK_PORT)",
-            hint="CALLBACK_PORT, CALLBACK_TLS and SCHWAB_REDIRECT_URI change together: set "
+            f"  callback server:     {expected}  ({named.replace('/', ', ')})",
+            hint=f"{named} and SCHWAB_REDIRECT_URI change together: set "
             f"SCHWAB_REDIRECT_URI={expected} in {env_file or 'the env file'}{register} - or "
-            "change CALLBACK_PORT/CALLBACK_TLS back to match it.",
+            f"change {named} back to match it.",
         )
