@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-MODULES = ("devenv", "auth_throughput", "providers", "sync")
+MODULES = ("devenv", "auth_throughput", "metrics_and_proxy", "providers", "sync")
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import ssl
 import statistics
 import subprocess
 import sys
@@ -53,15 +54,26 @@ def bench_app() -> FastAPI:
     return app
 
 
-async def _load(port: int, path: str, headers: dict[str, str], seconds: float) -> float:
+async def _load(
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    seconds: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+) -> float:
     """Requests/s over `CONCURRENCY` keep-alive connections (a minimal HTTP/1.1 client, so the
-    load generator costs far less CPU than the server it measures)."""
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    load generator costs far less CPU than the server it measures); `tls` and `host` for a
+    server that speaks HTTPS and picks its site by name (Caddy)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     deadline = time.perf_counter() + seconds
 
     async def connection() -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname=host if tls else None
+        )
         done = 0
         try:
             while time.perf_counter() < deadline:
