@@ -1,10 +1,14 @@
-"""Metrics that read real servers: the database pool gauges and the job queue's depth and lag
-in Redis."""
+"""Metrics that read real servers or processes: the database pool gauges, the job queue's depth
+and lag in Redis, and multiprocess mode across real processes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import redis as sync_redis
 from prometheus_client import REGISTRY
@@ -64,3 +68,33 @@ def test_queue_depth_and_lag_come_from_the_queue(settings: TestSettings) -> None
     assert scraped.value("dashtam_job_queue_depth", state="due") == 2
     assert scraped.value("dashtam_job_queue_depth", state="scheduled") == 1
     assert 90 <= scraped.value("dashtam_job_queue_lag_seconds") < 120
+
+
+COUNT_IN_A_PROCESS = """
+import sys
+from dashtam.core.metrics import SYNC_RUNS
+SYNC_RUNS.labels("succeeded").inc(int(sys.argv[1]))
+"""
+
+
+def test_multiprocess_mode_adds_up_every_process(tmp_path: Path) -> None:
+    """What several uvicorn workers do: each counts in its own process, any one scrape
+    reports the sum (prometheus_client's multiprocess files in PROMETHEUS_MULTIPROC_DIR)."""
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for count in (3, 4):
+        subprocess.run([sys.executable, "-c", COUNT_IN_A_PROCESS, str(count)], env=env, check=True)
+    scrape = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dashtam.core.metrics import render; "
+            "sys.stdout.write(render().decode())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    parsed = Scrape.parse(scrape.stdout)
+    assert parsed.value("dashtam_sync_runs_total", outcome="succeeded") == 7
+    assert len(list(tmp_path.glob("counter_*.db"))) == 2  # one file per process

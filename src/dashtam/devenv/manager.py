@@ -467,12 +467,12 @@ class EnvironmentManager:
             from dashtam.core.crypto import TokenCipher
             from dashtam.providers.registry import check_redirect_uri
 
-            check_redirect_uri(self.settings, env_file)
-            TokenCipher.from_setting(self.settings.TOKEN_ENCRYPTION_KEYS)
-            if self.profile.production:
+            if self.profile.production:  # first: the redirect URI depends on the domain
                 from dashtam.devenv.proxy import check_proxy
 
                 check_proxy(self.settings)
+            check_redirect_uri(self.settings, env_file)
+            TokenCipher.from_setting(self.settings.TOKEN_ENCRYPTION_KEYS)
 
     def _check_other_environment(self, ports: dict[int, list[str]]) -> None:
         """Dev and test run side by side, so they may not share a port."""
