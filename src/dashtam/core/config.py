@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import (
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     StringConstraints,
     ValidationError,
@@ -187,6 +188,9 @@ class Settings(BaseSettings):
     SYNC_JOB_TIMEOUT_SECONDS: int = 3600
     WORKER_HEALTH_CHECK_SECONDS: int = 10
     WORKER_MAX_JOBS: int = 4
+    # How often an idle worker looks for jobs (arq's default); tests that start many workers
+    # poll faster.
+    WORKER_POLL_DELAY_SECONDS: PositiveFloat = 0.5
 
     # Prometheus metrics (docs/monitoring.md): the app's GET /metrics and the worker's own
     # port. With a token both answer only `Authorization: Bearer <METRICS_TOKEN>`.

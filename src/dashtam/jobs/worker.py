@@ -275,6 +275,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
         "health_check_interval": settings.WORKER_HEALTH_CHECK_SECONDS,
+        "poll_delay": settings.WORKER_POLL_DELAY_SECONDS,
         "max_jobs": settings.WORKER_MAX_JOBS,
         **SERIALIZERS,
     }

@@ -1,7 +1,8 @@
 """The sandbox ASGI app: thin routes over per-app state (``app.state.sandbox``)."""
 
-from dataclasses import dataclass, field
-from datetime import date
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
@@ -22,6 +23,14 @@ from dashtam.sandbox.stats import Stats
 TransactionChange = Literal["post", "remove"]
 
 
+@dataclass(frozen=True, slots=True)
+class TransactionsRequest:
+    account_hash: str
+    start: datetime
+    end: datetime
+    rows: int
+
+
 @dataclass
 class SandboxState:
     """Everything mutable about one sandbox, so two apps in one process never interfere.
@@ -32,6 +41,8 @@ class SandboxState:
 
     config: SandboxConfig
     stats: Stats = field(default_factory=Stats)
+    # The latest transactions requests answered, for tests that check how a client split them.
+    answered: deque[TransactionsRequest] = field(default_factory=lambda: deque(maxlen=10_000))
     data: SandboxData = field(init=False)
     rendered: trader.RenderedTransactions = field(default_factory=trader.RenderedTransactions)
     oauth: OAuthServer = field(init=False)
@@ -171,7 +182,9 @@ async def token(request: Request, state: State) -> JSONResponse:
 async def guard_trader(request: Request, state: State) -> None:
     """Faults first (so ``expired_token`` wins over a good token), then the bearer token."""
     state.stats.trader_requests += 1
-    await state.faults.apply(request.headers.get(FAULT_HEADER), "trader")
+    await state.faults.apply(
+        request.headers.get(FAULT_HEADER), "trader", request.url.path, request.url.query
+    )
     state.oauth.check_access_token(request.headers.get("authorization"))
 
 
@@ -214,6 +227,7 @@ async def transactions(
     wanted = trader.parse_types(types)
     book = state.book(account)
     found = trader.find_transactions(book, window, wanted, symbol)
+    state.answered.append(TransactionsRequest(account.hash_value, *window, len(found)))
     return Response(state.rendered.page(found, account.number), media_type="application/json")
 
 
@@ -243,11 +257,22 @@ class FaultRequest(BaseModel):
     fault: str
     count: int = Field(default=1, ge=1)
     target: Target = "trader"
+    path: str | None = Field(default=None, description="fnmatch pattern of the paths it hits")
+    skip: int = Field(default=0, ge=0, description="matching requests to let through first")
 
 
 @control_router.get("/stats")
 async def stats(state: State) -> dict[str, int]:
     return state.stats.as_dict()
+
+
+@control_router.get("/requests")
+async def answered_requests(state: State) -> list[dict[str, Any]]:
+    """The transactions requests answered (at most the last 10,000), oldest first."""
+    return [
+        asdict(request) | {"start": request.start.isoformat(), "end": request.end.isoformat()}
+        for request in state.answered
+    ]
 
 
 @control_router.post("/reset-stats")
@@ -262,12 +287,12 @@ async def schedule_fault(body: FaultRequest, state: State) -> dict[str, Any]:
         fault = parse_fault(body.fault)
     except ValueError as exc:
         raise trader_error(400, "Bad Request", str(exc)) from exc
-    state.faults.schedule(fault, body.count, body.target)
+    state.faults.schedule(fault, body.count, body.target, path=body.path, skip=body.skip)
     return body.model_dump()
 
 
 @control_router.get("/faults")
-async def scheduled_faults(state: State) -> dict[Target, list[str]]:
+async def scheduled_faults(state: State) -> dict[Target, list[dict[str, Any]]]:
     """The faults still to come, per target, in the order they will be used."""
     return state.faults.scheduled()
 
@@ -276,6 +301,17 @@ async def scheduled_faults(state: State) -> dict[Target, list[str]]:
 async def clear_faults(state: State) -> dict[str, str]:
     state.faults.clear()
     return {"status": "cleared"}
+
+
+@control_router.get("/faults/held")
+async def held_requests(state: State) -> list[dict[str, str]]:
+    """Requests a ``hold`` fault keeps waiting, oldest first."""
+    return [{"path": held.path, "query": held.query} for held in state.faults.held]
+
+
+@control_router.post("/faults/release")
+async def release_held(state: State) -> dict[str, int]:
+    return {"released": state.faults.release()}
 
 
 @control_router.post("/tokens/{action}")

@@ -1,5 +1,6 @@
 """Fault injection, stats and data controls that tests (in-process or not) drive."""
 
+import asyncio
 import time
 from typing import Any
 
@@ -69,6 +70,51 @@ async def test_scheduled_faults_hit_the_next_n_calls_only(sandbox: Sandbox) -> N
 
     assert scheduled.status_code == 200
     assert statuses == [429, 429, 200]
+
+
+async def test_an_aimed_fault_skips_then_hits_matching_paths_only(sandbox: Sandbox) -> None:
+    headers = await sandbox.bearer()
+    body = {"fault": "server_error", "count": 2, "path": f"{ACCOUNTS}/*/transactions", "skip": 1}
+    await sandbox.http.post("/sandbox/faults", json=body)
+    account = sandbox.state.data.accounts[0].hash_value
+
+    def get(path: str) -> Any:
+        return sandbox.http.get(path, headers=headers, params=RECENT)
+
+    statuses = [
+        (await get(path)).status_code
+        for path in (ACCOUNTS, *[f"{ACCOUNTS}/{account}/transactions"] * 4, ACCOUNTS)
+    ]
+
+    assert statuses == [200, 200, 500, 500, 200, 200]
+
+
+async def test_a_held_request_waits_until_released_and_is_then_answered(
+    sandbox: Sandbox,
+) -> None:
+    headers = await sandbox.bearer()
+    account = sandbox.state.data.accounts[1].hash_value
+    path = f"{ACCOUNTS}/{account}/transactions"
+    await sandbox.http.post("/sandbox/faults", json={"fault": "hold", "path": path})
+
+    waiting = asyncio.create_task(sandbox.http.get(path, headers=headers, params=RECENT))
+    while not (held := (await sandbox.http.get("/sandbox/faults/held")).json()):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    assert not waiting.done()
+    released = await sandbox.http.post("/sandbox/faults/release")
+    answer = await waiting
+
+    assert held[0]["path"] == path
+    assert "startDate=2025-01-10" in held[0]["query"]
+    assert released.json() == {"released": 1}
+    assert answer.status_code == 200
+    [logged] = (await sandbox.http.get("/sandbox/requests")).json()
+    assert logged == {
+        "account_hash": account,
+        "start": "2025-01-10T00:00:00+00:00",
+        "end": "2025-01-15T00:00:00+00:00",
+        "rows": len(answer.json()),
+    }
 
 
 async def test_scheduled_fault_can_target_the_token_endpoint(sandbox: Sandbox) -> None:

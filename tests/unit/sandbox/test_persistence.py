@@ -93,7 +93,7 @@ async def test_scheduled_faults_outlive_a_restart(
     restarted = make_sandbox(config)
 
     assert (await restarted.http.get("/sandbox/faults")).json() == {
-        "trader": ["server_error"],
+        "trader": [{"fault": "server_error", "count": 1, "path": None, "skip": 0}],
         "token": [],
     }
     statuses = [(await restarted.http.get(ACCOUNTS, headers=bearer)).status_code for _ in "ab"]
