@@ -7,13 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from dashtam.accounts.schwab import (
-    TRANSACTION_LIMITS,
-    Page,
-    ProviderDataError,
-    SyncError,
-    TraderClient,
-)
+from dashtam.accounts.schwab import TRANSACTION_LIMITS, NeedsReauth, Page, SyncError, TraderClient
 from dashtam.accounts.store import StoredAccount
 from dashtam.accounts.windows import Fetched, Window, WindowError, plan_windows
 
@@ -33,8 +27,10 @@ async def account_windows(
     async def fetch(window: Window) -> Page:
         try:
             return await client.transactions(account.provider_account_id, window)
-        except ProviderDataError as exc:
-            raise ProviderDataError(f"{account.label}, window {window}: {exc}") from None
+        except NeedsReauth:
+            raise  # about the connection, not this account
+        except SyncError as exc:  # same kind, with where it happened
+            raise type(exc)(f"{account.label}, window {window}: {exc}") from None
 
     try:
         async for fetched in plan_windows(fetch, start, end, TRANSACTION_LIMITS):

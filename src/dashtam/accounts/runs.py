@@ -9,6 +9,7 @@ says whether a process is really working on it: it dies with the process's conne
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, text, update
@@ -42,6 +43,45 @@ async def try_lock(conn: AsyncConnection, connection_id: uuid.UUID) -> bool:
 
 async def unlock(conn: AsyncConnection, connection_id: uuid.UUID) -> None:
     await conn.execute(select(func.pg_advisory_unlock(lock_key(connection_id))))
+
+
+class LockLost(Exception):
+    """The attempt no longer holds its connection's lock (its database connection died)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLock:
+    """A connection's lock as held by one attempt: the session that took it."""
+
+    connection_id: uuid.UUID
+    backend_pid: int
+
+
+async def holder(conn: AsyncConnection, connection_id: uuid.UUID) -> HeldLock:
+    """Name the lock just taken on `conn`, so other connections can check it is still held."""
+    pid = (await conn.execute(select(func.pg_backend_pid()))).scalar_one()
+    return HeldLock(connection_id, pid)
+
+
+_STILL_LOCKED = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND pid = :pid AND classid = CAST(:high AS oid)
+                   AND objid = CAST(:low AS oid) AND objsubid = 1)
+    """
+)
+
+
+async def ensure_locked(conn: AsyncConnection, lock: HeldLock) -> None:
+    """Raise LockLost unless `lock` is still held: called inside a transaction about to
+    commit, so an attempt whose lock died with its connection (a database restart) writes
+    nothing more while another attempt may already have taken the run over."""
+    key = lock_key(lock.connection_id) & 0xFFFF_FFFF_FFFF_FFFF
+    held = await conn.scalar(
+        _STILL_LOCKED, {"pid": lock.backend_pid, "high": key >> 32, "low": key & 0xFFFF_FFFF}
+    )
+    if not held:
+        raise LockLost(f"the lock of connection {lock.connection_id} is no longer held")
 
 
 async def request_run(

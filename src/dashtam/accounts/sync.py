@@ -81,14 +81,15 @@ class ConnectionSync:
         engine: AsyncEngine,
         client: TraderClient,
         run_id: uuid.UUID,
-        connection_id: uuid.UUID,
+        lock: runs.HeldLock,
         options: SyncOptions,
         writer: TransactionWriter = write_transactions,
     ) -> None:
         self.engine = engine
         self.client = client
         self.run_id = run_id
-        self.connection_id = connection_id
+        self.lock = lock
+        self.connection_id = lock.connection_id
         self.options = options
         self.writer = writer
         self.now = utcnow()
@@ -193,6 +194,7 @@ class ConnectionSync:
                 unchanged=counts.unchanged,
                 missing=counts.marked_missing,
             )
+            await runs.ensure_locked(conn, self.lock)
         return counts.inserted
 
 
@@ -201,6 +203,7 @@ class Outcome(StrEnum):
 
     DONE = "done"  # the run was already over
     BUSY = "busy"  # another process holds the connection's lock
+    LOST = "lost"  # the database or the lock went away mid-attempt; the run is still running
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -233,8 +236,9 @@ async def execute_run(
     """Run (or take over) a sync run while holding its connection's lock.
 
     Sync errors end the run as failed with their message. A cancelled attempt (worker shutdown)
-    or a lost database leaves it running, for a retried job to take over. A run that needed more
-    than one attempt is verified against the provider before it is reported.
+    leaves it running, for the retried job to take over; so does a lost database or lock
+    (`Outcome.LOST`, which the job retries). A run that needed more than one attempt is
+    verified against the provider before it is reported.
     """
     async with engine.connect() as lock:
         connection_id = await runs.connection_of(lock, run_id)
@@ -244,6 +248,7 @@ async def execute_run(
             await lock.commit()
             return Outcome.BUSY
         try:
+            held = await runs.holder(lock, connection_id)
             await lock.commit()
             async with engine.begin() as conn:
                 attempt = await runs.claim(conn, run_id)
@@ -252,9 +257,7 @@ async def execute_run(
             checked: tuple[bool, str] | tuple[None, None] = (None, None)
             try:
                 async with connect(connection_id) as client:
-                    await ConnectionSync(
-                        engine, client, run_id, connection_id, options, writer
-                    ).run()
+                    await ConnectionSync(engine, client, run_id, held, options, writer).run()
                     if attempt > 1:
                         checked = await verify_resumed(engine, client, run_id, connection_id)
             except NeedsReauth as exc:
@@ -267,14 +270,21 @@ async def execute_run(
                     await runs.finish(conn, run_id, str(exc))
                 return Outcome.FAILED
             except Exception as exc:
-                if database_lost(exc):  # nothing can be recorded; the job is retried
-                    raise
+                if isinstance(exc, runs.LockLost) or database_lost(exc):
+                    logger.warning("sync run %s: attempt %d stopped: %s", run_id, attempt, exc)
+                    return Outcome.LOST
                 async with engine.begin() as conn:  # a bug: record it, let the job log it
                     await runs.finish(conn, run_id, f"internal error ({type(exc).__name__})")
                 raise
             verified, verification = checked
-            async with engine.begin() as conn:
-                await runs.finish(conn, run_id, verified=verified, verification=verification)
+            try:
+                async with engine.begin() as conn:
+                    await runs.ensure_locked(conn, held)
+                    await runs.finish(conn, run_id, verified=verified, verification=verification)
+            except Exception as exc:
+                if isinstance(exc, runs.LockLost) or database_lost(exc):
+                    return Outcome.LOST
+                raise
             return Outcome.SUCCEEDED
         finally:
             await _unlock(lock, connection_id)

@@ -40,7 +40,7 @@ from dashtam.providers.errors import reauthorize_hint
 
 logger = logging.getLogger("dashtam.jobs")
 BUSY_RETRY_SECONDS = 2
-DATABASE_RETRY_MAX_SECONDS = 30
+LOST_RETRY_MAX_SECONDS = 30
 LOGIN_EXPIRY_WARNING = timedelta(hours=24)
 LOGIN_EXPIRING = "login_expiring"
 
@@ -108,13 +108,13 @@ async def sync_connection(ctx: dict[str, Any], run_id: str) -> str:
     options = SyncOptions.from_settings(deps.settings)
     try:
         outcome = await execute_run(deps.engine, uuid.UUID(run_id), deps.clients.connect, options)
-    except Exception as exc:
+    except Exception as exc:  # before or after the attempt proper, e.g. the server still down
         if not database_lost(exc):
             raise
-        # The run stays running with its committed windows; the retry resumes it.
-        delay = min(DATABASE_RETRY_MAX_SECONDS, 2 ** (ctx.get("job_try", 1) - 1))
-        logger.warning("sync run %s lost the database (%s); retrying in %d s", run_id, exc, delay)
-        raise Retry(defer=delay) from None
+        outcome = Outcome.LOST
+    if outcome is Outcome.LOST:  # the run stays running with its committed windows
+        delay = min(LOST_RETRY_MAX_SECONDS, 2 ** (ctx.get("job_try", 1) - 1))
+        raise Retry(defer=delay)
     if outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
         await _count_finished_run(deps.engine, uuid.UUID(run_id))
     if outcome is Outcome.BUSY:  # a probe or a finishing run holds the lock for a moment

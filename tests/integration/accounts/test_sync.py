@@ -346,3 +346,51 @@ async def test_the_resumed_run_of_issue_9_keeps_the_row_at_its_split_point(
         assert (run["status"], run["attempts"]) == ("succeeded", 2)
         ids = [r[0] for r in await stored(h)]
         assert len(ids) == len(set(ids)) == h.expected_transactions() == 12_000
+
+
+async def test_an_attempt_that_loses_its_lock_writes_no_more_and_is_taken_over(
+    make_harness: MakeHarness,
+) -> None:
+    """A database restart ends the lock's session; until then the attempt could go on writing
+    beside the attempt that takes the run over. Its window transaction finds the lock gone and
+    commits nothing; the run stays running and the next attempt finishes it."""
+    async with make_harness(accounts=1, transactions_per_account=5000, history_days=300) as h:
+        windows = 0
+
+        async def end_the_lock_session_at_the_second_window(
+            conn: AsyncConnection,
+            account_id: uuid.UUID,
+            window: Any,
+            batch: TransactionBatch,
+            now: datetime,
+            *,
+            mark_missing: bool = True,
+        ) -> WriteCounts:
+            nonlocal windows
+            windows += 1
+            if windows == 2:
+                await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d "
+                        "ON d.oid = l.database WHERE d.datname = current_database() "
+                        "AND l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()"
+                    )
+                )
+            return await write_transactions(
+                conn, account_id, window, batch, now, mark_missing=mark_missing
+            )
+
+        run_id = await h.request()
+        outcome = await execute_run(
+            h.engine, run_id, h.connect, h.options, end_the_lock_session_at_the_second_window
+        )
+
+        assert outcome is Outcome.LOST
+        lost = await run_row(h, run_id)
+        assert lost["status"] == "running"
+        stored_ids = {r[0] for r in await stored(h)}
+        assert len(stored_ids) == lost["inserted"] < 5000  # only the first window
+        assert await execute_run(h.engine, run_id, h.connect, h.options) is Outcome.SUCCEEDED
+        run = await run_row(h, run_id)
+        assert (run["attempts"], run["verified"]) == (2, True)
+        assert len(await stored(h)) == 5000
