@@ -8,9 +8,6 @@ files in a temporary folder so a running `make test-up` is never touched.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.auth import signup_and_login, unique_email
 from tests.test_config import TestSettings
 
+from dashtam.core.errors import UserError
+from dashtam.devenv.apt import ensure_debian_package
 from dashtam.devenv.isolated import free_ports
 from dashtam.devenv.manager import ServerProcess, process_env, server_processes
 from dashtam.devenv.processes import ManagedProcess, wait_until
@@ -97,15 +96,13 @@ def stack(
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed here when missing and we are allowed to."""
+    """Debian's chromium, installed here when missing and we are allowed to (one install at a
+    time: two xdist workers once raced for apt's lock and the browser test was skipped)."""
     if not Path(CHROMIUM).exists():
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip(f"{CHROMIUM} is missing and cannot be installed (needs root and apt-get)")
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-            if result.returncode != 0:
-                pytest.skip(f"installing chromium failed: {result.stderr[-500:]}")
+        try:
+            ensure_debian_package("chromium", "chromium")
+        except UserError as error:
+            pytest.skip(f"{CHROMIUM} is missing and could not be installed: {error.message}")
     return CHROMIUM
 
 
