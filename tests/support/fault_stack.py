@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ class Case:
     connection: ProviderConnection
     prefix: str
     via_port: str | None = None  # another port in front of the sandbox (a flaky network)
+    workers: list[int] = field(default_factory=list)
 
     @property
     def data(self) -> SandboxData:
@@ -143,7 +145,8 @@ class Case:
         }
 
     def start_worker(self) -> int:
-        return self.stack.forks.start(self.worker_env)
+        self.workers.append(self.stack.forks.start(self.worker_env))
+        return self.workers[-1]
 
     async def request_run(self) -> uuid.UUID:
         async with self.stack.engine.begin() as conn:
@@ -206,6 +209,9 @@ async def cases(stack: Stack) -> AsyncIterator[Callable[..., Any]]:
     try:
         yield make
     finally:
+        for case in made:  # a case's idle worker would sync the next case's connection
+            for pid in case.workers:
+                await asyncio.to_thread(stack.forks.kill, pid, signal.SIGTERM, 15)
         async with httpx.AsyncClient(base_url=stack.sandbox.url) as http:
             await http.delete("/sandbox/faults")
         for case in made:

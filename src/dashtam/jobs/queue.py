@@ -18,9 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
+import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import result_key_prefix
 from arq.jobs import Job, JobStatus
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from dashtam.core.config import Settings
 
@@ -76,6 +79,10 @@ def redis_settings(settings: Settings) -> RedisSettings:
         username=settings.redis_username or None,
         password=settings.redis_password or None,
         ssl=url.scheme == "rediss",
+        # Commands wait out a restarting Redis (about 6 s in all) instead of failing: a worker
+        # whose queue poll failed once during a restart was seen to exit mid-sync.
+        retry=Retry(ExponentialBackoff(cap=1, base=0.05), retries=10),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
 
 
