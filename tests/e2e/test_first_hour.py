@@ -480,7 +480,8 @@ def a_restart_keeps_every_sandbox_login(newcomer: Newcomer) -> None:
     assert restart.code == 0, restart.output
     assert "stopped app" in restart.output  # the orphan; `up` would have found the port busy
     with _sandbox(newcomer) as sandbox:
-        assert sandbox.get("/sandbox/faults").json()["trader"] == ["slow:1"]
+        [kept] = sandbox.get("/sandbox/faults").json()["trader"]
+        assert (kept["fault"], kept["count"]) == ("slow:1", 1)
         [again, *_] = sandbox.get("/sandbox/accounts").json()
         assert again["pending"] == []
     synced = _sync(newcomer)
