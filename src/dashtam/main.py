@@ -25,6 +25,7 @@ from dashtam.core.metrics import HttpMetricsMiddleware, watch_pool
 from dashtam.core.middleware import RequestIdMiddleware, trust_proxies
 from dashtam.core.problems import install_error_handlers
 from dashtam.core.redis import RedisKeys, check_redis, create_redis
+from dashtam.events.router import router as events_router
 from dashtam.health.metrics import router as metrics_router
 from dashtam.health.router import router as health_router
 from dashtam.openapi import install_docs
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(users_router, prefix=API_PREFIX)
     install_providers(app, settings, API_PREFIX)
     app.include_router(accounts_router, prefix=API_PREFIX)
+    app.include_router(events_router, prefix=API_PREFIX)
     if settings.docs_enabled:  # API_DOCS_ENABLED; off in production unless switched on
         install_docs(app)
     return app

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
+from dashtam.events.outbox import EventType, emit
 from dashtam.models.account import (
     ACTIVE_SYNC_PREDICATE,
     ACTIVE_SYNC_STATUSES,
@@ -24,10 +25,14 @@ from dashtam.models.account import (
     SyncStatus,
 )
 from dashtam.models.base import utcnow
-from dashtam.models.provider import ConnectionStatus, ProviderConnection
+from dashtam.models.provider import ConnectionStatus, Provider, ProviderConnection
 from dashtam.providers.errors import reauthorize_hint
+from dashtam.providers.events import connection_event
 
 _active = col(SyncRun.status).in_(ACTIVE_SYNC_STATUSES)
+# What a connection event says about its provider instance (see providers.events).
+_PROVIDER_FIELDS = ("id", "user_id", "provider_key", "alias")
+_PROVIDER_COLUMNS = tuple(col(getattr(Provider, name)) for name in _PROVIDER_FIELDS)
 
 
 def lock_key(connection_id: uuid.UUID) -> int:
@@ -121,6 +126,16 @@ async def claim(conn: AsyncConnection, run_id: uuid.UUID) -> int | None:
     )
 
 
+async def owner_of(conn: AsyncConnection, connection_id: uuid.UUID) -> uuid.UUID:
+    """The user a connection belongs to (whom its events are for)."""
+    query = (
+        select(col(Provider.user_id))
+        .join(ProviderConnection, col(ProviderConnection.provider_id) == col(Provider.id))
+        .where(col(ProviderConnection.id) == connection_id)
+    )
+    return (await conn.execute(query)).scalar_one()
+
+
 async def window_start(conn: AsyncConnection, run_id: uuid.UUID) -> datetime | None:
     """Where the run's earliest attempt started reading transactions."""
     return await conn.scalar(select(col(SyncRun.window_start)).where(col(SyncRun.id) == run_id))
@@ -189,6 +204,18 @@ async def add_progress(
     )
 
 
+_FINISH = text(
+    """
+    UPDATE sync_runs r SET status = :status, finished_at = :now, error = :error,
+        verified = :verified, verification = :verification
+    FROM provider_connections c JOIN providers p ON p.id = c.provider_id
+    WHERE r.id = :run_id AND c.id = r.connection_id AND r.status IN ('queued', 'running')
+    RETURNING p.id, p.user_id, p.provider_key, p.alias, r.trigger, r.attempts, r.rows_fetched,
+        r.inserted, r.updated, r.unchanged, r.marked_missing
+    """
+)
+
+
 async def finish(
     conn: AsyncConnection,
     run_id: uuid.UUID,
@@ -197,18 +224,42 @@ async def finish(
     verified: bool | None = None,
     verification: str | None = None,
 ) -> None:
+    """End the run, announcing it (sync.succeeded / sync.failed) in the same transaction; a run
+    that is already over stays as it was."""
     status = SyncStatus.FAILED if error else SyncStatus.SUCCEEDED
-    await conn.execute(
-        update(SyncRun)
-        .where(col(SyncRun.id) == run_id)
-        .values(
-            status=status.value,
-            finished_at=utcnow(),
-            error=error and error[:500],
-            verified=verified,
-            verification=verification and verification[:500],
+    row = (
+        await conn.execute(
+            _FINISH,
+            {
+                "run_id": run_id,
+                "status": status.value,
+                "now": utcnow(),
+                "error": error and error[:500],
+                "verified": verified,
+                "verification": verification and verification[:500],
+            },
         )
+    ).one_or_none()
+    if row is None:
+        return
+    provider = Provider(
+        id=row.id, user_id=row.user_id, provider_key=row.provider_key, alias=row.alias
     )
+    kind = EventType.SYNC_FAILED if error else EventType.SYNC_SUCCEEDED
+    counts = {name: getattr(row, name) for name in _COUNTERS}
+    details = {"error": error[:500]} if error else {"verified": verified}
+    await emit(conn, connection_event(provider, kind, run_id=run_id, **counts, **details))
+
+
+_COUNTERS = (
+    "trigger",
+    "attempts",
+    "rows_fetched",
+    "inserted",
+    "updated",
+    "unchanged",
+    "marked_missing",
+)
 
 
 async def error_of(conn: AsyncConnection, run_id: uuid.UUID) -> str | None:
@@ -219,12 +270,18 @@ async def error_of(conn: AsyncConnection, run_id: uuid.UUID) -> str | None:
 
 
 async def mark_needs_reauth(conn: AsyncConnection, connection_id: uuid.UUID, reason: str) -> str:
-    """Flag the connection; returns the message stored on it, which says how to re-authorize."""
-    query = select(col(ProviderConnection.provider_id)).where(
-        col(ProviderConnection.id) == connection_id
-    )
-    provider_id = (await conn.execute(query)).scalar_one()
-    message = f"{reason.rstrip('.')}. {reauthorize_hint(provider_id)}"
+    """Flag the connection; returns the message stored on it, which says how to re-authorize.
+    A connection that was active until now announces it (connection.needs_reauth)."""
+    row = (
+        await conn.execute(
+            select(col(ProviderConnection.status), *_PROVIDER_COLUMNS)
+            .join(Provider, col(Provider.id) == col(ProviderConnection.provider_id))
+            .where(col(ProviderConnection.id) == connection_id)
+            .with_for_update(of=ProviderConnection)
+        )
+    ).one()
+    was, provider = row[0], Provider(**dict(zip(_PROVIDER_FIELDS, row[1:], strict=True)))
+    message = f"{reason.rstrip('.')}. {reauthorize_hint(provider.id)}"
     await conn.execute(
         update(ProviderConnection)
         .where(col(ProviderConnection.id) == connection_id)
@@ -234,6 +291,9 @@ async def mark_needs_reauth(conn: AsyncConnection, connection_id: uuid.UUID, rea
             last_error_at=utcnow(),
         )
     )
+    if was == ConnectionStatus.ACTIVE:
+        event = connection_event(provider, EventType.CONNECTION_NEEDS_REAUTH, reason="sync_refused")
+        await emit(conn, event)
     return message
 
 

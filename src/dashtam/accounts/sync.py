@@ -38,6 +38,7 @@ from dashtam.accounts.verify import verify_connection
 from dashtam.accounts.windows import Fetched, Window, resume_start
 from dashtam.core.config import Settings
 from dashtam.core.database import database_lost
+from dashtam.events.outbox import EventType, NewEvent, Subject, emit
 from dashtam.models.account import Account, Transaction, TransactionStatus
 from dashtam.models.base import utcnow
 
@@ -93,6 +94,7 @@ class ConnectionSync:
         self.options = options
         self.writer = writer
         self.now = utcnow()
+        self.user_id: uuid.UUID | None = None  # the connection's owner, read by `_accounts`
 
     async def run(self) -> None:
         accounts = await self._accounts()
@@ -108,16 +110,49 @@ class ConnectionSync:
     async def _accounts(self) -> list[StoredAccount]:
         snapshots = await self.client.accounts()
         async with self.engine.begin() as conn:
+            self.user_id = await runs.owner_of(conn, self.connection_id)
             stored = await upsert_accounts(conn, self.connection_id, snapshots, self.now)
             ids = {a.provider_account_id: a.id for a in stored}
+            changes = []
             for snapshot in snapshots:
                 account_id = ids[snapshot.account.provider_account_id]
-                await save_balances(conn, account_id, snapshot, self.now)
-                await replace_positions(
+                if await save_balances(conn, account_id, snapshot, self.now):
+                    balances = snapshot.balances
+                    changes.append(
+                        self._account_event(
+                            EventType.BALANCES_CHANGED,
+                            account_id,
+                            as_of=self.now,
+                            liquidation_value=balances.liquidation_value,
+                            cash_balance=balances.cash_balance,
+                        )
+                    )
+                if await replace_positions(
                     conn, account_id, snapshot.positions, snapshot.positions_hash, self.now
-                )
+                ):
+                    changes.append(
+                        self._account_event(
+                            EventType.POSITIONS_CHANGED,
+                            account_id,
+                            as_of=self.now,
+                            positions=len(snapshot.positions),
+                        )
+                    )
+            await emit(conn, *changes)
             await runs.add_progress(conn, self.run_id, pages=3)
         return stored
+
+    def _account_event(self, kind: EventType, account_id: uuid.UUID, **data: object) -> NewEvent:
+        """What this run changed in an account; equal data re-read changes nothing, so a run
+        that re-reads announces only what really changed."""
+        assert self.user_id is not None, "read with the accounts, before any account event"
+        return NewEvent(
+            self.user_id,
+            kind,
+            Subject.ACCOUNT,
+            account_id,
+            {"account_id": account_id, "run_id": self.run_id, **data},
+        )
 
     async def _start(self, account: StoredAccount) -> datetime:
         pending = None
@@ -184,6 +219,19 @@ class ConnectionSync:
                 .where(col(Account.id) == account.id)
                 .values(transactions_synced_to=window.end)
             )
+            if counts.inserted or counts.updated or counts.marked_missing:
+                await emit(
+                    conn,
+                    self._account_event(
+                        EventType.TRANSACTIONS_CHANGED,
+                        account.id,
+                        added=counts.inserted,
+                        modified=counts.updated,
+                        removed=counts.marked_missing,
+                        window_start=window.start,
+                        window_end=window.end,
+                    ),
+                )
             await runs.add_progress(
                 conn,
                 self.run_id,

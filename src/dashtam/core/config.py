@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     # poll faster.
     WORKER_POLL_DELAY_SECONDS: PositiveFloat = 0.5
 
+    # Events (docs/events.md): kept this long, then deleted by the worker.
+    EVENTS_RETENTION_DAYS: PositiveInt = 90
+
     # Prometheus metrics (docs/monitoring.md): the app's GET /metrics and the worker's own
     # port. With a token both answer only `Authorization: Bearer <METRICS_TOKEN>`.
     METRICS_ENABLED: bool = True

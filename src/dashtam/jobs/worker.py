@@ -31,6 +31,7 @@ from dashtam.core.config import Settings
 from dashtam.core.database import create_engine, create_session_factory, database_lost
 from dashtam.core.metrics import SYNC_ROWS, SYNC_RUNS, watch_pool
 from dashtam.core.redis import RedisKeys, create_redis
+from dashtam.events.tasks import prune_events
 from dashtam.jobs.metrics import serve_metrics, timed_job
 from dashtam.jobs.queue import SERIALIZERS, SYNC_JOB, enqueue_sync, queue_name, redis_settings
 from dashtam.models.account import SyncRun
@@ -231,6 +232,12 @@ async def write_anonymous_failures(ctx: dict[str, Any]) -> int:
         return await failures.flush(session)
 
 
+async def prune_old_events(ctx: dict[str, Any]) -> int:
+    """Delete events past EVENTS_RETENTION_DAYS (hourly, in short transactions)."""
+    deps = _deps(ctx)
+    return await prune_events(deps.engine, deps.settings.EVENTS_RETENTION_DAYS)
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """arq Worker arguments; cron names carry the key prefix because arq derives job ids
     from them."""
@@ -266,6 +273,12 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 timed_job(sweep_expired_auth),
                 name=prefix + "sweep_expired_auth",
                 minute=30,
+                second=0,
+            ),
+            cron(
+                timed_job(prune_old_events),
+                name=prefix + "prune_old_events",
+                minute=45,
                 second=0,
             ),
         ],

@@ -21,6 +21,7 @@ from dashtam.models.auth import (
     EmailTokenPurpose,
     RefreshToken,
 )
+from dashtam.models.event import Event
 from dashtam.models.provider import (
     ConnectionStatus,
     Provider,
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectionStatus",
     "EmailToken",
     "EmailTokenPurpose",
+    "Event",
     "Position",
     "Provider",
     "ProviderAuditLog",

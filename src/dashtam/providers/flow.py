@@ -24,11 +24,13 @@ from dashtam.auth.audit import RequestContext
 from dashtam.core.config import Settings
 from dashtam.core.crypto import TokenCipher
 from dashtam.core.redis import RedisKeys
+from dashtam.events.outbox import EventType, emit
 from dashtam.models.base import utcnow
 from dashtam.models.provider import ConnectionStatus, Provider, ProviderConnection, ProviderToken
 from dashtam.providers import audit
 from dashtam.providers.audit import AnonymousFailures, AuditAction, AuditOutcome
 from dashtam.providers.errors import CallbackFailed, ProviderNotFound
+from dashtam.providers.events import connection_event
 from dashtam.providers.oauth import ProviderCall, ProviderOAuthError, exchange_code, pkce_pair
 from dashtam.providers.registry import ProviderSpec, require_spec
 from dashtam.providers.schemas import CallbackPayload
@@ -290,6 +292,7 @@ async def complete_callback(
         previous_refresh_token=None,
     )
     session.add(token)
+    reauthorized = connection.connected_at is not None
     connection.status = ConnectionStatus.ACTIVE.value
     connection.connected_at = connection.last_refresh_at = now
     connection.last_error = connection.last_error_code = connection.last_error_at = None
@@ -299,6 +302,10 @@ async def complete_callback(
         grant.call,
         expires_in=grant.expires_in,
         pkce=pending.code_verifier is not None,
+    )
+    kind = EventType.CONNECTION_REAUTHORIZED if reauthorized else EventType.CONNECTION_CONNECTED
+    await emit(
+        session, connection_event(provider, kind, refresh_expires_at=token.refresh_expires_at)
     )
     await session.commit()
     return provider, connection

@@ -23,6 +23,7 @@ from dashtam.auth.principal import Principal
 from dashtam.core.config import Settings
 from dashtam.core.crypto import TokenCipher
 from dashtam.core.errors import ProblemError
+from dashtam.events.outbox import EventType, emit
 from dashtam.models.base import utcnow
 from dashtam.models.provider import (
     ConnectionStatus,
@@ -32,6 +33,7 @@ from dashtam.models.provider import (
 )
 from dashtam.providers import audit
 from dashtam.providers.audit import AuditAction, AuditOutcome, background_context
+from dashtam.providers.events import connection_event
 from dashtam.providers.registry import catalog, require_spec
 from dashtam.providers.schemas import (
     AuthorizationStatus,
@@ -181,6 +183,8 @@ async def delete_instance(
         user_id=instance.provider.user_id,
         alias=instance.provider.alias,
     )
+    event = connection_event(instance.provider, EventType.CONNECTION_DISCONNECTED, deleted=True)
+    await emit(session, event)
     await session.delete(instance.provider)
     await session.commit()
 
@@ -220,6 +224,7 @@ async def disconnect(session: AsyncSession, instance: Instance, context: Request
     loaded = await load(session, instance.connection.id, lock=True)
     if loaded.token is not None:
         await session.delete(loaded.token)
+    was = loaded.connection.status
     loaded.connection.status = ConnectionStatus.DISCONNECTED.value
     audit.record(
         session,
@@ -230,6 +235,11 @@ async def disconnect(session: AsyncSession, instance: Instance, context: Request
         user_id=instance.provider.user_id,
         had_tokens=loaded.token is not None,
     )
+    if was != ConnectionStatus.DISCONNECTED:
+        event = connection_event(
+            instance.provider, EventType.CONNECTION_DISCONNECTED, deleted=False
+        )
+        await emit(session, event)
     await session.commit()
 
 

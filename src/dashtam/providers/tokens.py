@@ -21,6 +21,7 @@ from dashtam.auth.audit import RequestContext
 from dashtam.core.config import Settings
 from dashtam.core.crypto import DecryptionError, TokenCipher, token_binding
 from dashtam.core.errors import ProblemError
+from dashtam.events.outbox import EventType, emit
 from dashtam.models.base import utcnow
 from dashtam.models.provider import (
     ConnectionStatus,
@@ -37,6 +38,7 @@ from dashtam.providers.errors import (
     TokenUnreadable,
     reauthorize_hint,
 )
+from dashtam.providers.events import connection_event
 from dashtam.providers.oauth import ProviderOAuthError, TokenGrant, refresh_grant
 from dashtam.providers.registry import ProviderSpec, require_spec
 
@@ -246,9 +248,12 @@ async def _refresh_locked(
         return await _still_valid_or_raise(session, deps, loaded, context)  # no pile-on
     now = utcnow()
 
-    def failed(
+    async def failed(
         code: str, message: str, status: ConnectionStatus | None, error: ProviderOAuthError | None
     ) -> None:
+        if status is ConnectionStatus.NEEDS_REAUTH:  # the connection was active until now
+            event = connection_event(provider, EventType.CONNECTION_NEEDS_REAUTH, reason=code)
+            await emit(session, event)
         record_error(connection, code, message, status=status)
         audit.record(
             session,
@@ -268,7 +273,7 @@ async def _refresh_locked(
         await _audit_unreadable(session, loaded, context)
         raise
     if refresh_token is None or token.refresh_expires_at is None or token.refresh_expires_at <= now:
-        failed(
+        await failed(
             "refresh_token_expired",
             "The refresh token expired (Schwab allows 7 days after a login). "
             + reauthorize_hint(provider.id),
@@ -281,14 +286,14 @@ async def _refresh_locked(
         grant = await refresh_grant(deps.http, spec, refresh_token)
     except ProviderOAuthError as exc:
         if exc.permanent:
-            failed(
+            await failed(
                 "refresh_rejected",
                 f"{spec.name} rejected the refresh ({exc.error}). " + reauthorize_hint(provider.id),
                 ConnectionStatus.NEEDS_REAUTH,
                 exc,
             )
             raise unusable(connection) from None
-        failed(
+        await failed(
             REFRESH_UNAVAILABLE,
             f"{spec.name} could not refresh the token right now ({exc.error}); it will be "
             "retried on the next use.",
