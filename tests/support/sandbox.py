@@ -120,6 +120,22 @@ async def create_connection(engine: AsyncEngine, *, status: str = "active") -> P
     return connection
 
 
+async def another_connection(
+    engine: AsyncEngine, connection: ProviderConnection, alias: str, *, status: str = "active"
+) -> ProviderConnection:
+    """A second committed provider instance and connection of the same user (same provider)."""
+    async with engine.begin() as conn:
+        user_id = await conn.scalar(
+            text("SELECT user_id FROM providers WHERE id = :id"), {"id": connection.provider_id}
+        )
+        provider = Provider(user_id=user_id, provider_key="schwab", alias=alias)
+        second = ProviderConnection(provider_id=provider.id, status=status)
+        for row in (provider, second):
+            table = type(row).__table__  # type: ignore[attr-defined]
+            await conn.execute(table.insert().values(**row.model_dump(exclude_none=True)))
+    return second
+
+
 async def delete_owner(engine: AsyncEngine, connection: ProviderConnection) -> None:
     """Remove the user behind a connection; everything synced goes with it (cascades)."""
     async with engine.begin() as conn:

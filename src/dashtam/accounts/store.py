@@ -41,17 +41,26 @@ class WriteCounts:
     marked_missing: int = 0
 
 
+# An account another active connection of the same user already syncs is left to it (the
+# conflict's WHERE fails, so it is not returned); one whose connection stopped working (needs
+# re-authorization, disconnected) moves to this connection, keeping its history and watermark.
 _UPSERT_ACCOUNTS = text(
     """
-    INSERT INTO accounts AS a (id, connection_id, provider_account_id, number_last4, type, name,
-                               currency, status, last_synced_at)
-    SELECT gen_random_uuid(), :connection_id, u.provider_id, u.last4, u.type, u.name,
-           'USD', 'active', :now
+    INSERT INTO accounts AS a (id, connection_id, user_id, provider_key, provider_account_id,
+                               number_last4, type, name, currency, status, last_synced_at)
+    SELECT gen_random_uuid(), :connection_id, o.user_id, o.provider_key, u.provider_id, u.last4,
+           u.type, u.name, 'USD', 'active', :now
     FROM unnest(CAST(:provider_ids AS text[]), CAST(:last4s AS text[]),
                 CAST(:types AS text[]), CAST(:names AS text[])) AS u(provider_id, last4, type, name)
-    ON CONFLICT (connection_id, provider_account_id) DO UPDATE
-    SET number_last4 = EXCLUDED.number_last4, type = EXCLUDED.type, name = EXCLUDED.name,
-        status = 'active', last_synced_at = EXCLUDED.last_synced_at
+    CROSS JOIN (SELECT p.user_id, p.provider_key FROM provider_connections c
+                JOIN providers p ON p.id = c.provider_id WHERE c.id = :connection_id) AS o
+    ON CONFLICT (user_id, provider_key, provider_account_id) DO UPDATE
+    SET connection_id = EXCLUDED.connection_id, number_last4 = EXCLUDED.number_last4,
+        type = EXCLUDED.type, name = EXCLUDED.name, status = 'active',
+        last_synced_at = EXCLUDED.last_synced_at
+    WHERE a.connection_id = EXCLUDED.connection_id
+       OR NOT EXISTS (SELECT 1 FROM provider_connections h
+                      WHERE h.id = a.connection_id AND h.status = 'active')
     RETURNING a.id, a.provider_account_id, a.transactions_synced_to, a.number_last4
     """
 )
@@ -70,7 +79,9 @@ async def upsert_accounts(
     snapshots: Sequence[AccountSnapshot],
     now: datetime,
 ) -> list[StoredAccount]:
-    """Insert or refresh the listed accounts; ones the provider stopped listing become closed."""
+    """Insert or refresh the listed accounts this connection syncs; ones the provider stopped
+    listing become closed. Listed accounts another active connection of the user syncs are not
+    returned: the user holds each account once."""
     accounts = [s.account for s in snapshots]
     provider_ids = [a.provider_account_id for a in accounts]
     result = await conn.execute(

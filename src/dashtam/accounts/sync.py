@@ -115,7 +115,14 @@ class ConnectionSync:
             ids = {a.provider_account_id: a.id for a in stored}
             changes = []
             for snapshot in snapshots:
-                account_id = ids[snapshot.account.provider_account_id]
+                account_id = ids.get(snapshot.account.provider_account_id)
+                if account_id is None:  # another of the user's connections syncs it
+                    logger.info(
+                        "sync run %s: account ...%s is synced by another connection; not copied",
+                        self.run_id,
+                        snapshot.account.number_last4,
+                    )
+                    continue
                 if await save_balances(conn, account_id, snapshot, self.now):
                     balances = snapshot.balances
                     changes.append(

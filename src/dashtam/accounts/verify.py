@@ -103,10 +103,13 @@ class Report:
 _STORED_ACCOUNTS = text(
     """
     SELECT a.id, a.provider_account_id, a.transactions_synced_to, a.number_last4, a.name,
-           a.status, a.positions_hash,
+           a.status, a.positions_hash, a.connection_id = :connection_id AS own,
            (SELECT b.content_hash FROM balance_snapshots b WHERE b.account_id = a.id
             ORDER BY b.as_of DESC LIMIT 1) AS balances_hash
-    FROM accounts a WHERE a.connection_id = :connection_id
+    FROM accounts a
+    JOIN (SELECT p.user_id, p.provider_key FROM provider_connections c
+          JOIN providers p ON p.id = c.provider_id WHERE c.id = :connection_id) AS o
+      ON a.user_id = o.user_id AND a.provider_key = o.provider_key
     """
 )
 _STORED_WINDOW = text(
@@ -167,7 +170,7 @@ async def verify_connection(
         if account is not None and start is not None:
             work.append((check, account, start))
     for row in rows:
-        if row.status == "active" and row.provider_account_id not in listed:
+        if row.own and row.status == "active" and row.provider_account_id not in listed:
             checks.append(
                 AccountCheck(
                     f"account ...{row.number_last4}",

@@ -24,10 +24,10 @@ def head_revision() -> str:
     return head
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def _current(connection: Connection) -> str | None:
@@ -42,7 +42,12 @@ def _diff(connection: Connection) -> list[object]:
 
 
 async def upgrade_to_head(connection: AsyncConnection) -> None:
-    await connection.run_sync(_upgrade)
+    await upgrade_to(connection, "head")
+
+
+async def upgrade_to(connection: AsyncConnection, revision: str) -> None:
+    """Migrate up to `revision` (a data migration's test builds the shape before it)."""
+    await connection.run_sync(_upgrade, revision)
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

@@ -85,15 +85,26 @@ def _server_uuid_pk() -> Any:
 
 
 class Account(SQLModel, table=True):
-    """A brokerage account behind a connection, keyed by the provider's account hash."""
+    """A brokerage account of a user, keyed by the provider's account hash.
+
+    One row per (user, provider, provider account id), however many of the user's connections
+    list it: ``connection_id`` is the one that syncs it (docs/accounts.md, "One account").
+    """
 
     __tablename__ = "accounts"
     __table_args__ = (
-        UniqueConstraint("connection_id", "provider_account_id", name="uq_accounts_provider_id"),
+        UniqueConstraint(
+            "user_id",
+            "provider_key",
+            "provider_account_id",
+            name="uq_accounts_user_provider_account",
+        ),
     )
 
     id: uuid.UUID = uuid_pk()
     connection_id: uuid.UUID = _fk("provider_connections.id")
+    user_id: uuid.UUID = _fk("users.id", index=False)
+    provider_key: str = Field(max_length=50)
     # Schwab's hashValue: stable, and never the account number itself.
     provider_account_id: str = Field(max_length=128)
     number_last4: str = Field(max_length=4)

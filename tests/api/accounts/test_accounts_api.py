@@ -68,6 +68,8 @@ async def seed(client: httpx.AsyncClient, session: AsyncSession, transactions: i
     accounts = [
         Account(
             connection_id=connection.id,
+            user_id=user.id,
+            provider_key="schwab",
             provider_account_id=f"HASH{n}{uuid.uuid4().hex}",
             number_last4=f"000{n}",
             type="margin" if n == 0 else "cash",
