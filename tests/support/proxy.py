@@ -1,5 +1,5 @@
-"""A TCP proxy on loopback that can cut connections part-way through an answer: the network
-between a client and a server failing mid-answer."""
+"""A TCP proxy on loopback that can cut connections part-way through an answer (the network
+between a client and a server failing mid-answer), or sever the link whole until restored."""
 
 from __future__ import annotations
 
@@ -16,15 +16,30 @@ class CuttingProxy:
     cut_after_bytes: int = 0  # of the server's side of a connection
     cuts_left: int = 0  # connections still to cut; the rest pass through whole
     cuts: int = 0  # connections cut so far
+    severed: bool = False
     _server: asyncio.Server | None = field(default=None, repr=False)
+    _open: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
 
     def cut(self, connections: int, after_bytes: int) -> None:
         self.cuts_left, self.cut_after_bytes = connections, after_bytes
 
+    def sever(self) -> None:
+        """Every open connection dies and new ones are dropped at once, until `restore`."""
+        self.severed = True
+        for writer in self._open:
+            writer.transport.abort()
+
+    def restore(self) -> None:
+        self.severed = False
+
     async def _handle(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
+        if self.severed:
+            client_out.transport.abort()
+            return
         server_in, server_out = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._open |= {client_out, server_out}
         limit = None
         if self.cuts_left:
             self.cuts_left -= 1
@@ -54,6 +69,7 @@ class CuttingProxy:
             )
         for writer in (client_out, server_out):
             writer.close()
+            self._open.discard(writer)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[CuttingProxy]:

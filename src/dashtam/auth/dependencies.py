@@ -1,9 +1,10 @@
 """What every protected route uses: the signed-in user, their rate limit, and ownership checks.
 
 The authenticated path stays cheap: verify the JWT, then one Redis round trip (a Lua script)
-that reads the session's cached state and the cached principal and counts the request against
-the user's rate limit. PostgreSQL is the truth for both: it is read when either is missing from
-Redis (after a Redis restart, say), or for both when Redis is unreachable.
+that reads whether the revoked-session cache is complete, the session's entry in it and the
+cached principal, and counts the request against the user's rate limit. PostgreSQL is the
+truth for both: the session is read from it when the cache is not complete (Redis restarted,
+say; see `SessionStates`), the user when its copy is missing, both when Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -39,15 +40,18 @@ logger = logging.getLogger(__name__)
 
 DbSession = Annotated[AsyncSession, Depends(get_session)]
 
-# KEYS: session state, principal, the user's rate-limit key. ARGV: limit (0: none), period (µs).
+# KEYS: the cache's completeness marker, the session's entry, the principal, the user's
+# rate-limit key. ARGV: limit (0: none), period (µs). Redis's nil is Lua's false: 0 and '' stand
+# in for it, so the reply keeps its shape.
 AUTHENTICATE = (
     GCRA_FUNCTION
     + """
-local session = redis.call('GET', KEYS[1])
-local principal = redis.call('GET', KEYS[2])
-if ARGV[1] == '0' then return {session, principal} end
-local decision = gcra(KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
-return {session, principal, decision[1], decision[2], decision[3], decision[4]}
+local complete = redis.call('EXISTS', KEYS[1])
+local session = redis.call('GET', KEYS[2]) or ''
+local principal = redis.call('GET', KEYS[3]) or ''
+if ARGV[1] == '0' then return {complete, session, principal} end
+local decision = gcra(KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {complete, session, principal, decision[1], decision[2], decision[3], decision[4]}
 """
 )
 SESSION_ENDED = "The session has ended; sign in again."
@@ -128,8 +132,11 @@ async def _principal(state: State, claims: AccessClaims, response: Response) -> 
     sessions: SessionStates = state.session_states
     principals: PrincipalCache = state.principals
     try:
+        if sessions.has_pending:
+            await sessions.write_pending()
         reply = await state.authenticate_script(
             keys=[
+                sessions.complete_key,
                 sessions.key(claims.session_id),
                 principals.key(claims.user_id),
                 state.rate_limiter.key(Limit.AUTHENTICATED, claims.user_id.hex),
@@ -140,7 +147,7 @@ async def _principal(state: State, claims: AccessClaims, response: Response) -> 
         logger.warning("Redis unavailable; checking the session and user in the database")
         user = await _read_principal(state, claims, check_session=True)
     else:
-        cached_state, cached_user, *counted = reply
+        complete, cached_state, cached_user, *counted = reply
         if counted:
             limiter: RateLimiter = state.rate_limiter
             decision = Decision.from_script(limiter.rates[Limit.AUTHENTICATED], counted)
@@ -149,10 +156,14 @@ async def _principal(state: State, claims: AccessClaims, response: Response) -> 
             response.headers.update(decision.headers())
         if cached_state == SessionStates.REVOKED:
             raise unauthorized(SESSION_ENDED)
-        user = principals.parse(cached_user)
-        if cached_state is None or user is None:
-            user = await _read_principal(state, claims, check_session=cached_state is None)
-            await _remember(state, claims, user, session_checked=cached_state is None)
+        cached = user = principals.parse(cached_user or None)
+        if not complete:
+            await sessions.rebuild(state.session_factory)
+            user = await _read_principal(state, claims, check_session=True)
+        elif user is None:
+            user = await _read_principal(state, claims, check_session=False)
+        if cached is None and user is not None:
+            await _remember(state, user)
     if user is None or not user.is_active:
         raise unauthorized("The account no longer exists.")
     return user
@@ -170,29 +181,17 @@ async def _read_principal(
                 or auth_session.revoked_at is not None
                 or auth_session.user_id != claims.user_id
             ):
-                await _remember_revoked(state.session_states, claims.session_id)
+                await state.session_states.revoke([claims.session_id])
                 raise unauthorized(SESSION_ENDED)
         user = await session.get(User, claims.user_id)
         return None if user is None else Principal.model_validate(user)
 
 
-async def _remember(
-    state: State, claims: AccessClaims, user: Principal | None, *, session_checked: bool
-) -> None:
+async def _remember(state: State, user: Principal) -> None:
     try:
-        if session_checked:
-            await state.session_states.remember_live(claims.session_id)
-        if user is not None:
-            await state.principals.remember(user)
+        await state.principals.remember(user)
     except RedisError:
-        logger.warning("could not cache the signed-in session; the next request reads it again")
-
-
-async def _remember_revoked(sessions: SessionStates, session_id: uuid.UUID) -> None:
-    try:
-        await sessions.revoke([session_id])
-    except RedisError:
-        logger.warning("could not cache an ended session; the next request reads it again")
+        logger.warning("could not cache the signed-in user; the next request reads it again")
 
 
 get_current_user = _SignedInUser()

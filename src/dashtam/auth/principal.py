@@ -1,9 +1,10 @@
 """Who is signed in: the small view of a user that every protected route needs, cached in Redis.
 
-Authenticating a request reads the deny-list entry and the cached principal in one Redis round
-trip, so the common path never opens a database session. A miss reads the user row and caches
-it. Changes to a user forget the cached copy after they commit; the TTL bounds how long a copy
-can outlive a change whose forget failed (Redis unreachable) or that raced a miss's read.
+Authenticating a request reads the session's revocation entry and the cached principal in one
+Redis round trip, so the common path never opens a database session. A miss reads the user row
+and caches it. Changes to a user forget the cached copy after they commit; the TTL bounds how
+long a copy can outlive a change whose forget failed (Redis unreachable) or that raced a miss's
+read.
 """
 
 from __future__ import annotations

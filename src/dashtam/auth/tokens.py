@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,11 +14,33 @@ from functools import lru_cache
 
 import jwt
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, select
 
 from dashtam.core.config import Settings
 from dashtam.core.redis import RedisKeys
+from dashtam.models.auth import AuthSession
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_CLAIMS = ["sub", "sid", "exp", "iat", "jti"]
+
+# KEYS: session entries; ARGV: each one's TTL in seconds.
+_WRITE_REVOKED = """
+for i, key in ipairs(KEYS) do redis.call('SET', key, 'revoked', 'EX', ARGV[i]) end
+return #KEYS
+"""
+# KEYS: rebuild lock, marker, session entries; ARGV: the lock's nonce, the marker's TTL, each
+# entry's TTL. Nothing is written unless the lock is still ours: a revocation that failed to
+# write, or a restart, since the rebuild read the database removed it.
+_FINISH_REBUILD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], 'revoked', 'EX', ARGV[i]) end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"""
 # Signing or verifying with a key shorter than the hash's output raises instead of warning.
 _JWT = jwt.PyJWT(options={"enforce_minimum_key_length": True})
 
@@ -99,32 +124,102 @@ def hash_token(token: str) -> str:
 
 
 class SessionStates:
-    """Each session's state, cached in Redis from PostgreSQL (`auth_sessions.revoked_at`, the
-    truth). "live" is kept briefly, so a revocation whose Redis write failed is seen everywhere
-    within that time; "revoked" for as long as one of the session's access tokens can live. A
-    miss (say, after Redis restarted empty) is read from the database again."""
+    """Which sessions are revoked: PostgreSQL (`auth_sessions.revoked_at`) is the truth, Redis
+    its cache, so an authenticated read never needs the database.
 
-    LIVE = "live"
+    Redis holds a "revoked" entry per session revoked within an access token's lifetime, and a
+    marker saying it holds all of them. With the marker there, a session without an entry is
+    live. Without it (Redis restarted empty, or the marker expired) each request reads its own
+    session from the database, and one process rebuilds the entries from the database and puts
+    the marker back, atomically, only if nothing invalidated the cache meanwhile.
+
+    A revocation that cannot be written removes the marker instead (everyone reads the
+    database until the next rebuild, which finds it). If Redis cannot be reached at all, it is
+    kept here and written before this process next trusts Redis; other processes pick it up at
+    their next rebuild: the marker lives `RESYNC_SECONDS`, so a cache that missed a revocation
+    (Redis unreachable from the revoker only, or back from disk with older state) is complete
+    again within that time.
+    """
+
     REVOKED = "revoked"
-    LIVE_SECONDS = 60
+    RESYNC_SECONDS = 10
+    REBUILD_LOCK_MS = 5000
 
     def __init__(self, redis: Redis, keys: RedisKeys, settings: Settings) -> None:
         self._redis = redis
-        self._keys = keys
         self._ttl = settings.ACCESS_TOKEN_TTL_SECONDS
+        self._keys = keys
+        self.complete_key = keys("sessions", "revocations-complete")
+        self._lock_key = keys("sessions", "revocations-rebuild")
+        self._write = redis.register_script(_WRITE_REVOKED)
+        self._finish = redis.register_script(_FINISH_REBUILD)
+        # Revocations Redis has not taken yet: session id -> when its access tokens are all dead.
+        self._pending: dict[uuid.UUID, float] = {}
 
     def key(self, session_id: uuid.UUID) -> str:
         return self._keys("session", session_id.hex)
 
     async def revoke(self, session_ids: list[uuid.UUID]) -> None:
-        """Raises RedisError; callers decide whether that may be ignored."""
+        """After the revocation committed. Never raises: what Redis cannot take is handled as
+        the class says."""
         if not session_ids:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session_id in session_ids:
-                pipe.set(self.key(session_id), self.REVOKED, ex=self._ttl)
-            await pipe.execute()
+        try:
+            await self._write(
+                keys=[self.key(s) for s in session_ids], args=[self._ttl] * len(session_ids)
+            )
+            return
+        except RedisError:
+            logger.warning("could not cache revoked sessions; invalidating the cache")
+        try:
+            await self._redis.delete(self.complete_key, self._lock_key)
+        except RedisError:
+            logger.warning(
+                "Redis unreachable: revoked sessions kept to be written before it is trusted",
+                extra={"sessions": [str(s) for s in session_ids]},
+            )
+            until = time.monotonic() + self._ttl
+            self._pending.update(dict.fromkeys(session_ids, until))
 
-    async def remember_live(self, session_id: uuid.UUID) -> None:
-        """Raises RedisError. Never over a revocation cached meanwhile (NX)."""
-        await self._redis.set(self.key(session_id), self.LIVE, ex=self.LIVE_SECONDS, nx=True)
+    async def write_pending(self) -> None:
+        """Raises RedisError: until Redis took them, this process must not trust it."""
+        now = time.monotonic()
+        self._pending = {s: until for s, until in self._pending.items() if until > now}
+        if not self._pending:
+            return
+        pending = dict(self._pending)
+        ttls = [max(1, math.ceil(until - now)) for until in pending.values()]
+        await self._write(keys=[self.key(s) for s in pending], args=ttls)
+        for session_id in pending:
+            self._pending.pop(session_id, None)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    async def rebuild(self, session_factory: async_sessionmaker[AsyncSession]) -> bool:
+        """Fill the cache from the database; False when another process is at it, something
+        invalidated it meanwhile, or Redis is unreachable (requests read the database)."""
+        nonce = secrets.token_hex(8)
+        try:
+            if not await self._redis.set(self._lock_key, nonce, nx=True, px=self.REBUILD_LOCK_MS):
+                return False
+            since = datetime.now(UTC) - timedelta(seconds=self._ttl)
+            async with session_factory() as session:
+                rows = (
+                    await session.execute(
+                        select(AuthSession.id, AuthSession.revoked_at).where(
+                            col(AuthSession.revoked_at) > since
+                        )
+                    )
+                ).all()
+            now = datetime.now(UTC)
+            ttls = [max(1, math.ceil((at - now).total_seconds()) + self._ttl) for _, at in rows]
+            done = await self._finish(
+                keys=[self._lock_key, self.complete_key, *(self.key(s) for s, _ in rows)],
+                args=[nonce, self.RESYNC_SECONDS, *ttls],
+            )
+        except RedisError:
+            logger.warning("could not rebuild the revoked-session cache; reading the database")
+            return False
+        return bool(done)
