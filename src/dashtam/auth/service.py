@@ -123,19 +123,8 @@ class AuthService:
         valid = await self.passwords.verify(user.password_hash if user else None, body.password)
         if user is None or not valid or not user.is_active:
             reason = "unknown_email" if user is None else "inactive" if valid else "wrong_password"
-            if await self.lockout.record_failure(body.email):
-                audit.record(
-                    self.session,
-                    self.context,
-                    "login.lockout",
-                    "denied",
-                    user_id=user.id if user else None,
-                    email=body.email,
-                    seconds=self.settings.LOGIN_LOCKOUT_SECONDS,
-                )
-                await self._fail("login", user, email=body.email, reason=reason)
+            if await self._wrong_password("login", user, body.email, reason):
                 raise self._locked(self.settings.LOGIN_LOCKOUT_SECONDS)
-            await self._fail("login", user, email=body.email, reason=reason)
             raise unauthorized(INVALID_CREDENTIALS, "invalid_credentials")
         if self.settings.REQUIRE_EMAIL_VERIFICATION and user.email_verified_at is None:
             await self._fail("login", user, email=body.email, reason="email_not_verified")
@@ -287,13 +276,21 @@ class AuthService:
     async def change_password(
         self, principal: Principal, claims: AccessClaims, body: PasswordChange
     ) -> None:
-        """Keeps the current session; every other one ends."""
+        """Keeps the current session; every other one ends, and so do pending reset tokens (a
+        reset mailed earlier must not undo the change). A wrong current password counts towards
+        the account's lockout, the same count as failed sign-ins."""
         user = await self._signed_in(principal)
+        locked_for = await self.lockout.seconds_left(user.email)
+        if locked_for:
+            await self._fail("password.change", user, reason="locked")
+            raise self._locked(locked_for)
         if not await self.passwords.verify(user.password_hash, body.current_password):
-            await self._fail("password.change", user, reason="wrong_password")
+            if await self._wrong_password("password.change", user, user.email, "wrong_password"):
+                raise self._locked(self.settings.LOGIN_LOCKOUT_SECONDS)
             raise ProblemError(403, "The current password is incorrect.", code="wrong_password")
         check_new_password(body.new_password, user.email)
         user.password_hash = await self.passwords.hash(body.new_password)
+        await self._void_reset_tokens(user.id)
         revoked = await self._revoke(
             and_(col(AuthSession.user_id) == user.id, col(AuthSession.id) != claims.session_id),
             reason="password_changed",
@@ -308,6 +305,7 @@ class AuthService:
         )
         await self.session.commit()
         await self._deny(revoked)
+        await self.lockout.clear(user.email)
 
     async def verify_email(self, presented: str) -> User:
         user = await self._consume(presented, EmailTokenPurpose.VERIFY_EMAIL)
@@ -364,15 +362,7 @@ class AuthService:
         user.password_hash = await self.passwords.hash(body.new_password)
         if user.email_verified_at is None:
             user.email_verified_at = _now()
-        await self.session.execute(
-            update(EmailToken)
-            .where(
-                col(EmailToken.user_id) == user.id,
-                col(EmailToken.purpose) == EmailTokenPurpose.PASSWORD_RESET.value,
-                col(EmailToken.used_at).is_(None),
-            )
-            .values(used_at=_now())
-        )
+        await self._void_reset_tokens(user.id)
         revoked = await self._revoke(col(AuthSession.user_id) == user.id, reason="password_reset")
         audit.record(
             self.session,
@@ -414,10 +404,43 @@ class AuthService:
         minutes = max(1, -(-seconds // 60))
         return ProblemError(
             423,
-            "Too many failed sign-in attempts for this account; it is locked for "
+            "Too many wrong passwords for this account; it is locked for "
             f"{minutes} minute(s). Try again later or reset your password.",
             code="account_locked",
             headers={"Retry-After": str(seconds)},
+        )
+
+    async def _wrong_password(
+        self, action: str, user: User | None, email: str, reason: str
+    ) -> bool:
+        """Record a failed password check and count it towards the lockout of `email` (one
+        count for sign-in and password change alike); True when this failure locks it."""
+        locks = await self.lockout.record_failure(email)
+        if locks:
+            audit.record(
+                self.session,
+                self.context,
+                "login.lockout",
+                "denied",
+                user_id=user.id if user else None,
+                email=email,
+                after=action,
+                seconds=self.settings.LOGIN_LOCKOUT_SECONDS,
+            )
+        details = {"email": email} if action == "login" else {}
+        await self._fail(action, user, reason=reason, **details)
+        return locks
+
+    async def _void_reset_tokens(self, user_id: uuid.UUID) -> None:
+        """The password just changed: no reset mailed before may set it again."""
+        await self.session.execute(
+            update(EmailToken)
+            .where(
+                col(EmailToken.user_id) == user_id,
+                col(EmailToken.purpose) == EmailTokenPurpose.PASSWORD_RESET.value,
+                col(EmailToken.used_at).is_(None),
+            )
+            .values(used_at=_now())
         )
 
     async def _fail(self, action: str, user: User | None, **details: Any) -> None:
