@@ -7,8 +7,8 @@ rows help answer "why did my link not work?". What goes:
 - refresh tokens that expired before the cutoff (spent or not), and every token of a session
   that is being deleted;
 - mailed tokens used or expired before the cutoff;
-- sessions revoked before the cutoff, or idle so long that their last refresh token expired
-  before it.
+- sessions revoked before the cutoff, idle so long that their last refresh token expired
+  before it, or whose lifetime (SESSION_LIFETIME_SECONDS from sign-in) ended before it.
 
 Deletes run in batches (`FOR UPDATE SKIP LOCKED`, so a sweep never waits on a request holding
 a row). On an engine each batch commits on its own and no lock is held for long; on a
@@ -48,6 +48,7 @@ _TOKENS_OF_ENDED_SESSIONS = text(
     DELETE FROM refresh_tokens WHERE id IN (
         SELECT t.id FROM refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id
         WHERE s.revoked_at < :cutoff OR s.last_used_at < :idle_cutoff
+            OR s.created_at < :lifetime_cutoff
         LIMIT :batch FOR UPDATE OF t SKIP LOCKED)
     """
 )
@@ -61,7 +62,8 @@ _SPENT_EMAIL_TOKENS = text(
 _ENDED_SESSIONS = text(
     """
     DELETE FROM auth_sessions WHERE id IN (
-        SELECT id FROM auth_sessions WHERE revoked_at < :cutoff OR last_used_at < :idle_cutoff
+        SELECT id FROM auth_sessions
+        WHERE revoked_at < :cutoff OR last_used_at < :idle_cutoff OR created_at < :lifetime_cutoff
         LIMIT :batch FOR UPDATE SKIP LOCKED)
     """
 )
@@ -114,6 +116,8 @@ async def sweep(
         "cutoff": cutoff,
         # A session's newest refresh token expires REFRESH_TOKEN_TTL_SECONDS after its last use.
         "idle_cutoff": cutoff - timedelta(seconds=settings.REFRESH_TOKEN_TTL_SECONDS),
+        # And none outlives SESSION_LIFETIME_SECONDS from its sign-in.
+        "lifetime_cutoff": cutoff - timedelta(seconds=settings.SESSION_LIFETIME_SECONDS),
         "batch": batch_size,
     }
     refresh_tokens = await _delete_all(bind, _EXPIRED_REFRESH_TOKENS, params)

@@ -128,11 +128,7 @@ class AuthService:
             raise unauthorized(INVALID_CREDENTIALS, "invalid_credentials")
         if self.settings.REQUIRE_EMAIL_VERIFICATION and user.email_verified_at is None:
             await self._fail("login", user, email=body.email, reason="email_not_verified")
-            raise ProblemError(
-                403,
-                "Verify your email address first: open the link in the mail we sent you.",
-                code="email_not_verified",
-            )
+            raise self._unverified()
         if self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(body.password)
         await self.lockout.clear(body.email)
@@ -149,12 +145,17 @@ class AuthService:
             user_id=user.id,
             session_id=str(auth_session.id),
         )
-        pair = self._issue(user.id, auth_session.id)
+        pair = self._issue(user.id, auth_session.id, self._session_end(_now()))
         await self.session.commit()
         return pair
 
     async def refresh(self, presented: str) -> TokenPair:
-        """Exchange a refresh token once; a second use means it leaked: end the whole session."""
+        """Exchange a refresh token once; a second use means it leaked: end the whole session.
+
+        The user is checked again (an account deactivated, or unverified once verification is
+        required, gets nothing new), and the session never outlives SESSION_LIFETIME_SECONDS
+        from its sign-in: the new tokens expire by then at the latest.
+        """
         token_hash = hash_token(presented)
         now = _now()
         claimed = (
@@ -173,17 +174,22 @@ class AuthService:
         session_id, expires_at = claimed
         auth_session = await self.session.get(AuthSession, session_id)
         user = await self.session.get(User, auth_session.user_id) if auth_session else None
+        ends = self._session_end(auth_session.created_at) if auth_session else now
         if (
             auth_session is None
             or auth_session.revoked_at is not None
             or expires_at <= now
+            or ends <= now
             or user is None
             or not user.is_active
         ):
             await self.session.commit()
             raise unauthorized(INVALID_REFRESH)
+        if self.settings.REQUIRE_EMAIL_VERIFICATION and user.email_verified_at is None:
+            await self.session.commit()
+            raise self._unverified()
         auth_session.last_used_at = now
-        pair = self._issue(user.id, auth_session.id)
+        pair = self._issue(user.id, auth_session.id, ends)
         await self.session.commit()
         return pair
 
@@ -400,6 +406,16 @@ class AuthService:
     def _duplicate(self) -> ProblemError:
         return ProblemError(409, "An account with this email already exists.", code="email_taken")
 
+    def _unverified(self) -> ProblemError:
+        return ProblemError(
+            403,
+            "Verify your email address first: open the link in the mail we sent you.",
+            code="email_not_verified",
+        )
+
+    def _session_end(self, signed_in_at: datetime | None) -> datetime:
+        return (signed_in_at or _now()) + timedelta(seconds=self.settings.SESSION_LIFETIME_SECONDS)
+
     def _locked(self, seconds: int) -> ProblemError:
         minutes = max(1, -(-seconds // 60))
         return ProblemError(
@@ -455,28 +471,37 @@ class AuthService:
         )
         await self.session.commit()
 
-    def _issue(self, user_id: uuid.UUID, session_id: uuid.UUID) -> TokenPair:
+    def _issue(self, user_id: uuid.UUID, session_id: uuid.UUID, ends: datetime) -> TokenPair:
+        """A new pair for the session, neither of which outlives the session's end."""
         refresh = new_opaque_token()
+        now = _now()
         self.session.add(
             RefreshToken(
                 session_id=session_id,
                 token_hash=hash_token(refresh),
-                expires_at=_now() + timedelta(seconds=self.settings.REFRESH_TOKEN_TTL_SECONDS),
+                expires_at=min(
+                    now + timedelta(seconds=self.settings.REFRESH_TOKEN_TTL_SECONDS), ends
+                ),
             )
         )
+        access_ends = min(now + timedelta(seconds=self.settings.ACCESS_TOKEN_TTL_SECONDS), ends)
         return TokenPair(
-            access_token=issue_access_token(self.settings, user_id, session_id),
+            access_token=issue_access_token(self.settings, user_id, session_id, not_after=ends),
             refresh_token=refresh,
-            expires_in=self.settings.ACCESS_TOKEN_TTL_SECONDS,
+            expires_in=int((access_ends - now).total_seconds()),
         )
 
     def _live_sessions(self, user_id: uuid.UUID) -> ColumnElement[bool]:
-        """Not revoked, and refreshed recently enough that a refresh token can still be valid."""
-        oldest = _now() - timedelta(seconds=self.settings.REFRESH_TOKEN_TTL_SECONDS)
+        """Not revoked, refreshed recently enough that a refresh token can still be valid, and
+        within its lifetime."""
+        now = _now()
         return and_(
             col(AuthSession.user_id) == user_id,
             col(AuthSession.revoked_at).is_(None),
-            col(AuthSession.last_used_at) > oldest,
+            col(AuthSession.last_used_at)
+            > now - timedelta(seconds=self.settings.REFRESH_TOKEN_TTL_SECONDS),
+            col(AuthSession.created_at)
+            > now - timedelta(seconds=self.settings.SESSION_LIFETIME_SECONDS),
         )
 
     async def _revoke(self, where: ColumnElement[bool], *, reason: str) -> list[uuid.UUID]:

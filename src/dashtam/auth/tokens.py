@@ -61,13 +61,21 @@ class AccessClaims:
     expires_at: datetime
 
 
-def issue_access_token(settings: Settings, user_id: uuid.UUID, session_id: uuid.UUID) -> str:
+def issue_access_token(
+    settings: Settings,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    *,
+    not_after: datetime | None = None,
+) -> str:
+    """Valid ACCESS_TOKEN_TTL_SECONDS, or until `not_after` (the session's end) if sooner."""
     now = datetime.now(UTC)
+    expires = now + timedelta(seconds=settings.ACCESS_TOKEN_TTL_SECONDS)
     claims = {
         "sub": str(user_id),
         "sid": str(session_id),
         "iat": now,
-        "exp": now + timedelta(seconds=settings.ACCESS_TOKEN_TTL_SECONDS),
+        "exp": min(expires, not_after) if not_after else expires,
         "jti": uuid.uuid4().hex,
     }
     return _JWT.encode(claims, settings.JWT_SECRET_KEY, algorithm=settings.JWT_ALGORITHM)

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = "HS256"
     ACCESS_TOKEN_TTL_SECONDS: int = 15 * 60
     REFRESH_TOKEN_TTL_SECONDS: int = 30 * 24 * 3600
+    # A session ends this long after its sign-in, however often it is refreshed.
+    SESSION_LIFETIME_SECONDS: PositiveInt = 90 * 24 * 3600
     PASSWORD_HASH_TIME_COST: int = 3
     PASSWORD_HASH_MEMORY_KIB: int = 64 * 1024
     PASSWORD_HASH_PARALLELISM: int = 4

@@ -36,6 +36,7 @@ from dashtam.models.user import User
 DAY = timedelta(days=1)
 RETENTION = 30 * DAY
 TTL = 30 * DAY
+LIFETIME = 90 * DAY
 
 
 @dataclass
@@ -57,15 +58,24 @@ def sweep_settings(settings: TestSettings) -> TestSettings:
         update={
             "AUTH_RETENTION_DAYS": RETENTION.days,
             "REFRESH_TOKEN_TTL_SECONDS": int(TTL.total_seconds()),
+            "SESSION_LIFETIME_SECONDS": int(LIFETIME.total_seconds()),
         }
     )
 
 
 def _session(
-    rows: Rows, fate: str, *, last_used: datetime, revoked: datetime | None = None
+    rows: Rows,
+    fate: str,
+    *,
+    last_used: datetime,
+    revoked: datetime | None = None,
+    created: datetime | None = None,
 ) -> AuthSession:
     row = AuthSession(
-        user_id=rows.user.id, created_at=last_used, last_used_at=last_used, revoked_at=revoked
+        user_id=rows.user.id,
+        created_at=created or last_used,
+        last_used_at=last_used,
+        revoked_at=revoked,
     )
     rows.expect(fate, row)
     return row
@@ -108,7 +118,19 @@ async def _scenario(session: AsyncSession, now: datetime) -> Rows:
     revoked_lately = _session(rows, "kept", last_used=now - 2 * DAY, revoked=now - 1 * DAY)
     idle_long_expired = _session(rows, "gone", last_used=now - TTL - 31 * DAY)
     idle_lately_expired = _session(rows, "kept", last_used=now - TTL - 1 * DAY)
-    sessions = [live, revoked_long_ago, revoked_lately, idle_long_expired, idle_lately_expired]
+    # Refreshed an hour ago, but their lifetime ended: long ago, or lately.
+    recent = now - timedelta(hours=1)
+    outlived_long_ago = _session(rows, "gone", last_used=recent, created=now - LIFETIME - 31 * DAY)
+    outlived_lately = _session(rows, "kept", last_used=recent, created=now - LIFETIME - DAY)
+    sessions = [
+        live,
+        revoked_long_ago,
+        revoked_lately,
+        idle_long_expired,
+        idle_lately_expired,
+        outlived_long_ago,
+        outlived_lately,
+    ]
     session.add_all(sessions)
     await session.flush()
     session.add_all(
@@ -124,6 +146,8 @@ async def _scenario(session: AsyncSession, now: datetime) -> Rows:
             _refresh(rows, "kept", revoked_lately, expires=now + 28 * DAY, used=None),
             _refresh(rows, "gone", idle_long_expired, expires=now - 31 * DAY, used=None),
             _refresh(rows, "kept", idle_lately_expired, expires=now - DAY, used=None),
+            _refresh(rows, "gone", outlived_long_ago, expires=now - 31 * DAY, used=None),
+            _refresh(rows, "kept", outlived_lately, expires=now - DAY, used=None),
             _mailed(rows, "kept", expires=now + DAY, used=None),
             _mailed(rows, "kept", expires=now + DAY, used=now - DAY),
             _mailed(rows, "kept", expires=now - DAY, used=None),
@@ -161,7 +185,7 @@ async def test_sweep_deletes_what_ended_long_ago_and_keeps_the_rest(
     audit_before = await db_connection.scalar(audit_rows)
     assert audit_before
     counts = await sweep(db_connection, sweep_settings, now=now, batch_size=2)
-    assert counts == SweepCounts(refresh_tokens=4, email_tokens=2, auth_sessions=2)
+    assert counts == SweepCounts(refresh_tokens=5, email_tokens=2, auth_sessions=3)
     await _assert_swept(db_connection, rows)
     assert await db_connection.scalar(audit_rows) == audit_before
     again = await sweep(db_connection, sweep_settings, now=now)
@@ -195,7 +219,7 @@ async def test_hourly_worker_job_sweeps_committed_rows(
         clients = TraderClients(sweep_settings, create_session_factory(engine), http)
         deps = WorkerDeps(sweep_settings, engine, clients, redis)
         counts = await sweep_expired_auth({"deps": deps})
-    assert counts == {"refresh_tokens": 4, "email_tokens": 2, "auth_sessions": 2}
+    assert counts == {"refresh_tokens": 5, "email_tokens": 2, "auth_sessions": 3}
     async with engine.connect() as connection:
         await _assert_swept(connection, committed)
     jobs = worker_options(sweep_settings)["cron_jobs"]
@@ -208,7 +232,7 @@ async def test_cli_sweep_on_its_own_engine(
     engine: AsyncEngine, sweep_settings: TestSettings, committed: Rows
 ) -> None:
     counts = await sweep_database(sweep_settings)
-    assert counts == SweepCounts(refresh_tokens=4, email_tokens=2, auth_sessions=2)
+    assert counts == SweepCounts(refresh_tokens=5, email_tokens=2, auth_sessions=3)
     async with engine.connect() as connection:
         await _assert_swept(connection, committed)
 
